@@ -1,0 +1,1 @@
+"""Pieces shared by plugin/, driver/, ipam/ and store/ that belong to none of them."""

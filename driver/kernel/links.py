@@ -1,0 +1,205 @@
+"""Idempotent link writes over one pyroute2 IPRoute handle.
+
+Design note.  Every write is an ``ensure_*``/``delete_*`` pair (style.md §4):
+``ensure`` adopts an existing object only when it is compatible, otherwise it
+recreates it and logs why; ``delete`` treats "not there" as success.  The
+handle is bound to a network namespace when it is opened (``IPRoute()`` for
+the one pynet runs in, ``IPRoute(netns=...)`` in tests), so no serving thread
+ever changes namespace.  pyroute2's synchronous IPRoute is not meant to be
+shared by threads, and the kernel serialises link changes under the RTNL lock
+anyway, so one lock guards the handle.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger("pynet.kernel")
+
+IFA_F_NODAD = 0x02  # v6 gateway usable at once, no duplicate address detection wait
+_GONE = (errno.ENODEV, errno.ENOENT, errno.EADDRNOTAVAIL)
+
+
+class KernelError(Exception):
+    """A netlink write failed; the message names the object."""
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    name: str
+    mtu: int
+    mac: str
+    addresses: tuple[str, ...] = ()  # CIDRs (gateways)
+
+
+@dataclass(frozen=True)
+class VethSpec:
+    host: str
+    peer: str
+    mtu: int
+    bridge: str
+    peer_mac: str = ""
+
+
+@dataclass
+class LinkInfo:
+    name: str
+    index: int
+    kind: str | None
+    mtu: int
+    master: int | None
+    address: str
+    up: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class Links:
+    def __init__(self, ipr: IPRoute | None = None):
+        self._ipr = ipr or IPRoute()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._ipr.close()
+
+    # -- reading -------------------------------------------------------------
+    def get(self, name: str) -> LinkInfo | None:
+        with self._lock:
+            return self._get(name)
+
+    def _get(self, name: str) -> LinkInfo | None:
+        try:
+            (msg,) = self._ipr.link("get", ifname=name)
+        except NetlinkError as exc:
+            if exc.code in _GONE:
+                return None
+            raise
+        return _info(msg)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return [m.get("ifname") for m in self._ipr.get_links()]
+
+    def addresses(self, name: str) -> set[str]:
+        with self._lock:
+            link = self._get(name)
+            return self._addresses(link.index) if link else set()
+
+    def _addresses(self, index: int) -> set[str]:
+        return {f"{a.get('address')}/{a['prefixlen']}" for a in self._ipr.get_addr(index=index)}
+
+    # -- bridge ----------------------------------------------------------------
+    def ensure_bridge(self, spec: BridgeSpec, adopt_foreign: bool = False) -> bool:
+        """Make ``spec.name`` a bridge that is up with ``spec``'s MTU, MAC and addresses.
+
+        Returns True if it created the bridge.  A non-bridge link of that name is
+        replaced (it is ours by name) unless ``adopt_foreign`` (a user-named
+        bridge), where it is refused.  Addresses other than the wanted ones are
+        left alone on an adopted bridge and removed on a pynet-named one.
+        """
+        with self._lock:
+            link = self._get(spec.name)
+            created = False
+            if link and link.kind != "bridge":
+                if adopt_foreign:
+                    raise KernelError(f"link {spec.name!r} exists and is not a bridge ({link.kind})")
+                log.warning("replacing link %s: it is a %s, not a bridge", spec.name, link.kind)
+                self._delete(spec.name)
+                link = None
+            if link is None:
+                self._call("create bridge", spec.name, self._ipr.link, "add", ifname=spec.name, kind="bridge",
+                           mtu=spec.mtu, address=spec.mac)
+                created = True
+                link = self._get(spec.name)
+            self._call("configure bridge", spec.name, self._ipr.link, "set", index=link.index, mtu=spec.mtu, state="up")
+            self._sync_addresses(link, spec.addresses, prune=not adopt_foreign)
+            return created
+
+    def _sync_addresses(self, link: LinkInfo, wanted: tuple[str, ...], prune: bool) -> None:
+        have = self._addresses(link.index)
+        for cidr in wanted:
+            if cidr not in have:
+                ip, plen = cidr.split("/")
+                flags = IFA_F_NODAD if ":" in ip else 0
+                self._call(f"add address {cidr} to", link.name, self._ipr.addr, "add", index=link.index,
+                           address=ip, prefixlen=int(plen), flags=flags)
+        for cidr in have - set(wanted) if prune else ():
+            if cidr.startswith("fe80:"):
+                continue  # the kernel's own link-local address
+            ip, plen = cidr.split("/")
+            self._call(f"remove stray address {cidr} from", link.name, self._ipr.addr, "del", index=link.index,
+                       address=ip, prefixlen=int(plen))
+
+    # -- veth --------------------------------------------------------------------
+    def ensure_veth(self, spec: VethSpec) -> bool:
+        """Make the pair exist, the host end up on ``spec.bridge``, both ends at ``spec.mtu``.
+
+        Returns True if it created the pair.  An existing host end that is not a
+        veth, or whose peer is missing, is recreated.
+        """
+        with self._lock:
+            bridge = self._get(spec.bridge)
+            if bridge is None:
+                raise KernelError(f"could not attach {spec.host!r}: bridge {spec.bridge!r} does not exist")
+            host = self._get(spec.host)
+            created = False
+            if host and (host.kind != "veth" or self._get(spec.peer) is None):
+                log.warning("recreating %s: %s", spec.host, "not a veth" if host.kind != "veth" else "peer missing")
+                self._delete(spec.host)
+                host = None
+            if host is None:
+                self._delete(spec.peer)  # a stray peer from a half-made pair
+                peer = {"ifname": spec.peer, "mtu": spec.mtu}
+                if spec.peer_mac:
+                    peer["address"] = spec.peer_mac
+                self._call("create veth", spec.host, self._ipr.link, "add", ifname=spec.host, kind="veth",
+                           mtu=spec.mtu, peer=peer)
+                created = True
+                host = self._get(spec.host)
+            if host.master != bridge.index or host.mtu != spec.mtu or not host.up:
+                self._call("attach veth", spec.host, self._ipr.link, "set", index=host.index, master=bridge.index,
+                           mtu=spec.mtu, state="up")
+            return created
+
+    # -- delete ------------------------------------------------------------------
+    def delete(self, name: str) -> bool:
+        """Delete link ``name``; True if it existed.  Absence is success."""
+        with self._lock:
+            return self._delete(name)
+
+    def _delete(self, name: str) -> bool:
+        try:
+            self._ipr.link("del", ifname=name)
+            return True
+        except NetlinkError as exc:
+            if exc.code in _GONE:
+                return False
+            raise KernelError(f"could not delete link {name!r}: {exc.args[-1]}") from None
+
+    def _call(self, what: str, name: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST and args and args[0] == "add" and fn == self._ipr.addr:
+                return None
+            raise KernelError(f"could not {what} {name!r}: {exc.args[-1]}") from None
+
+
+def _info(msg) -> LinkInfo:
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    kind = linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo else None
+    return LinkInfo(
+        name=msg.get_attr("IFLA_IFNAME"),
+        index=msg["index"],
+        kind=kind,
+        mtu=msg.get_attr("IFLA_MTU"),
+        master=msg.get_attr("IFLA_MASTER"),
+        address=msg.get_attr("IFLA_ADDRESS"),
+        up=bool(msg["flags"] & 1),
+    )

@@ -1,0 +1,146 @@
+"""Parsing and validation of the options dockerd passes (pure functions).
+
+Design note.  ``docker network create -o k=v`` values arrive as strings inside
+``Options["com.docker.network.generic"]``; Docker's own flags arrive as typed
+top-level keys (protocol.md §3.0).  pynet refuses what it does not know or
+cannot honour with an error that names the option (contract.md: nothing is
+silently ignored).  Keys under ``com.docker.network.`` that dockerd itself
+adds at the top level are Docker's business and pass through.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from dataclasses import dataclass, field
+
+from common.errors import BadRequest
+from driver import names
+from driver.models import NetworkConfig
+
+GENERIC = "com.docker.network.generic"
+MTU = "com.docker.network.driver.mtu"
+MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+ICC = "com.docker.network.bridge.enable_icc"
+HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+MODE, OVERLAY, VNI, BRIDGE_NAME = "pynet.mode", "pynet.overlay", "pynet.vni", "pynet.bridge_name"
+
+KNOWN_GENERIC = {MTU, MASQUERADE, ICC, HOST_BINDING, MODE, OVERLAY, VNI, BRIDGE_NAME}
+# Options dockerd's CLI may add for every driver, which only matter to Docker's own bridge.
+IGNORED_GENERIC = {"com.docker.network.bridge.name"} - KNOWN_GENERIC
+
+MAC_OPTION = "com.docker.network.endpoint.macaddress"
+EXPOSED = "com.docker.network.endpoint.exposedports"
+PORTMAP = "com.docker.network.portmap"
+
+
+def _bool(key: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise BadRequest(f"option {key}={value!r}: expected true or false")
+
+
+def _int(key: str, value, lo: int, hi: int) -> int:
+    try:
+        n = int(str(value).strip(), 10)
+    except ValueError:
+        raise BadRequest(f"option {key}={value!r}: expected an integer") from None
+    if not lo <= n <= hi:
+        raise BadRequest(f"option {key}={value!r}: must be between {lo} and {hi}")
+    return n
+
+
+def parse_network_options(network_id: str, options: dict) -> NetworkConfig:
+    """The NetworkConfig for CreateNetwork's ``Options``; BadRequest names any bad option."""
+    generic = options.get(GENERIC) or {}
+    if not isinstance(generic, dict):
+        raise BadRequest(f"{GENERIC} must be an object")
+    unknown = sorted(set(generic) - KNOWN_GENERIC - IGNORED_GENERIC)
+    if unknown:
+        raise BadRequest(f"unknown network option {unknown[0]!r} (pynet knows: {', '.join(sorted(KNOWN_GENERIC))})")
+    mode = str(generic.get(MODE, "bridge"))
+    if mode not in ("bridge", "overlay"):
+        raise BadRequest(f"option {MODE}={mode!r}: expected bridge or overlay")
+    if mode == "overlay":
+        raise BadRequest(f"option {MODE}=overlay needs a multi-host pynet (pynet serve --etcd URLS); this one is single-host")
+    for key in (OVERLAY, VNI):
+        if key in generic:
+            raise BadRequest(f"option {key} only applies to {MODE}=overlay networks")
+    bridge = str(generic.get(BRIDGE_NAME, "")) or names.bridge_name(network_id)
+    if not names.valid_ifname(bridge):
+        raise BadRequest(f"option {BRIDGE_NAME}={bridge!r}: not a valid interface name (1-15 bytes, no spaces, '/' or ':')")
+    host_ip = str(generic.get(HOST_BINDING, "0.0.0.0"))
+    try:
+        ipaddress.IPv4Address(host_ip)
+    except ValueError:
+        raise BadRequest(f"option {HOST_BINDING}={host_ip!r}: not an IPv4 address") from None
+    return NetworkConfig(
+        mode=mode,
+        bridge=bridge,
+        bridge_given=BRIDGE_NAME in generic,
+        mtu=_int(MTU, generic[MTU], 68, 65535) if MTU in generic else 1500,
+        internal=_bool("--internal", options.get("com.docker.network.internal", False)),
+        enable_ipv6=_bool("--ipv6", options.get("com.docker.network.enable_ipv6", False)),
+        masquerade=_bool(MASQUERADE, generic.get(MASQUERADE, True)),
+        icc=_bool(ICC, generic.get(ICC, True)),
+        host_binding_ipv4=host_ip,
+    )
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    mac: str = ""  # colon form, "" when the user gave none
+    exposed_ports: list = field(default_factory=list)
+    port_bindings: list = field(default_factory=list)
+
+
+def decode_mac(value) -> str:
+    """The user's MAC: base64 of 6 raw bytes in endpoint options (Go net.HardwareAddr, §3.0)."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{MAC_OPTION} must be a string")
+    if value.count(":") == 5:
+        return value.lower()
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise BadRequest(f"{MAC_OPTION}={value!r} is neither base64 nor a colon MAC") from None
+    if len(raw) != 6:
+        raise BadRequest(f"{MAC_OPTION}={value!r} does not hold 6 bytes")
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def parse_endpoint_options(options: dict) -> EndpointOptions:
+    """Endpoint options: dockerd's own keys, plus any ``--driver-opt`` (none known yet)."""
+    unknown = sorted(k for k in options if not k.startswith("com.docker."))
+    if unknown:
+        raise BadRequest(f"unknown endpoint option {unknown[0]!r} (pynet takes no --driver-opt yet)")
+    ports = options.get(PORTMAP) or []
+    exposed = options.get(EXPOSED) or []
+    if not isinstance(ports, list) or not isinstance(exposed, list):
+        raise BadRequest(f"{PORTMAP} and {EXPOSED} must be lists")
+    mac = decode_mac(options[MAC_OPTION]) if options.get(MAC_OPTION) else ""
+    return EndpointOptions(mac=mac, exposed_ports=exposed, port_bindings=ports)
+
+
+def validate_mac(mac: str) -> str:
+    parts = mac.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+        raise BadRequest(f"MacAddress {mac!r} is not a MAC address")
+    return mac.lower()
+
+
+def validate_cidr(label: str, value: str) -> str:
+    if not value:
+        return ""
+    try:
+        ipaddress.ip_interface(value)
+    except ValueError:
+        raise BadRequest(f"{label} {value!r} is not an address in CIDR form") from None
+    if "/" not in value:
+        raise BadRequest(f"{label} {value!r} must carry a prefix length")
+    return value

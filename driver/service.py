@@ -1,0 +1,225 @@
+"""The network driver: what each NetworkDriver call means for pynet.
+
+Design note.  Every create is a short list of steps -- validate, record the
+desired state, make the kernel match it -- and undoes what it did if a later
+step fails (style.md §8).  The kernel part of each create (``ensure_network``,
+``ensure_endpoint``) is the same function that start-up reconciliation replays
+for every stored record (driver/reconcile.py), so "create" and "come back after
+a reboot" cannot drift apart.  Deletes tolerate absence: dockerd only logs
+their errors (protocol.md §3.4, §3.8) and may send them twice.
+
+The veth pair is made in CreateEndpoint (so a failure is reported before the
+container starts) and handed over in Join: dockerd moves ``SrcName`` into the
+container, renames it eth<N> and configures addresses and routes itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import threading
+from dataclasses import dataclass, replace
+
+from common.errors import BadRequest, Conflict, NotFound, PynetError
+from driver import names, options
+from driver.firewall import Firewall
+from driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec
+from driver.locks import KeyedLocks
+from driver.models import Endpoint, IPAMData, Network
+from driver.repository import Repository
+from store.base import Store
+
+log = logging.getLogger("pynet.driver")
+_ID = re.compile(r"^[0-9a-f]{12,64}$")
+
+
+@dataclass(frozen=True)
+class JoinInfo:
+    src_name: str
+    dst_prefix: str
+    gateway: str = ""
+    gateway_v6: str = ""
+
+
+def check_id(label: str, value: str) -> str:
+    if not _ID.match(value or ""):
+        raise BadRequest(f"{label} {value!r} is not a Docker ID (12 to 64 lowercase hex digits)")
+    return value
+
+
+class NetworkService:
+    def __init__(self, store: Store, links: Links, firewall: Firewall):
+        self.repo = Repository(store)
+        self.links = links
+        self.firewall = firewall
+        self._locks = KeyedLocks()
+        self._fw_lock = threading.Lock()
+
+    # -- networks ------------------------------------------------------------------
+    def create_network(self, network_id: str, opts: dict, ipv4: list[IPAMData], ipv6: list[IPAMData]) -> None:
+        check_id("NetworkID", network_id)
+        config = options.parse_network_options(network_id, opts)
+        for data in ipv4 + ipv6:
+            options.validate_cidr("pool", data.pool)
+            options.validate_cidr("gateway", data.gateway)
+        net = Network(id=network_id, config=config, ipv4=tuple(ipv4), ipv6=tuple(ipv6))
+        with self._locks.hold(network_id):
+            self._check_bridge_free(net)
+            if config.bridge_given and self.links.get(config.bridge) is not None:
+                # A user-named bridge that already exists is adopted, and left in place at DeleteNetwork.
+                net = replace(net, bridge_created=False)
+            existing = self.repo.add_network(net)
+            if existing is not None:
+                if replace(existing, bridge_created=net.bridge_created) != net:
+                    raise Conflict(f"network {network_id[:12]} already exists with other settings")
+                net = existing  # a retried CreateNetwork: make sure the kernel matches, nothing more
+            try:
+                self.ensure_network(net)
+            except Exception as exc:
+                if existing is None:
+                    raise self._undo_network(net, exc) from exc
+                raise
+        self.sync_firewall()
+
+    def _check_bridge_free(self, net: Network) -> None:
+        for other in self.repo.networks():
+            if other.id != net.id and other.config.bridge == net.config.bridge:
+                raise Conflict(f"bridge {net.config.bridge!r} is already used by network {other.id[:12]}")
+
+    def ensure_network(self, net: Network) -> bool:
+        """Make the kernel match ``net`` (its bridge and gateway addresses). True if the bridge was created."""
+        spec = BridgeSpec(
+            name=net.config.bridge,
+            mtu=net.config.mtu,
+            mac=names.bridge_mac(net.id),
+            addresses=tuple(net.gateways()),
+        )
+        try:
+            return self.links.ensure_bridge(spec, adopt_foreign=net.config.bridge_given)
+        except KernelError as exc:
+            raise PynetError(str(exc)) from None
+
+    def _undo_network(self, net: Network, exc: Exception) -> Exception:
+        """Remove what a failed create made; the error says what failed and how the rollback went."""
+        try:
+            if net.bridge_created:
+                self.links.delete(net.config.bridge)
+            self.repo.remove_network(net.id)
+        except Exception as undo_exc:  # report both, never mask the original failure
+            return PynetError(f"{exc}; rollback also failed: {undo_exc}")
+        cls = type(exc) if isinstance(exc, PynetError) else PynetError
+        return cls(f"{exc}; rolled back")
+
+    def delete_network(self, network_id: str) -> None:
+        with self._locks.hold(network_id):
+            net = self.repo.network(network_id)
+            if net is None:
+                return
+            for ep in self.repo.endpoints(network_id):
+                self._remove_endpoint(ep)
+            if net.bridge_created:
+                self.links.delete(net.config.bridge)
+            self.repo.remove_network(network_id)
+        self.sync_firewall()
+
+    def sync_firewall(self) -> None:
+        with self._fw_lock:
+            self.firewall.sync(self.repo.networks())
+
+    def network(self, network_id: str) -> Network:
+        net = self.repo.network(network_id)
+        if net is None:
+            raise NotFound(f"network {network_id[:12]} not found")
+        return net
+
+    # -- endpoints -----------------------------------------------------------------
+    def create_endpoint(self, network_id: str, endpoint_id: str, iface: dict, opts: dict) -> str:
+        """Create the endpoint; returns the MAC to report back ("" when dockerd gave one)."""
+        check_id("EndpointID", endpoint_id)
+        net = self.network(network_id)
+        epo = options.parse_endpoint_options(opts)
+        address = options.validate_cidr("Interface.Address", iface.get("address", ""))
+        address_v6 = options.validate_cidr("Interface.AddressIPv6", iface.get("address_v6", ""))
+        given_mac = options.validate_mac(iface["mac"]) if iface.get("mac") else ""
+        mac = given_mac or epo.mac or names.endpoint_mac(address, endpoint_id)
+        ep = Endpoint(network_id=network_id, id=endpoint_id, host_if=names.host_veth(endpoint_id),
+                      container_if=names.container_veth(endpoint_id), address=address,
+                      address_v6=address_v6, mac=mac, exposed_ports=epo.exposed_ports,
+                      port_bindings=epo.port_bindings)
+        with self._locks.hold(endpoint_id):
+            existing = self.repo.add_endpoint(ep)
+            if existing is not None and existing != ep:
+                raise Conflict(f"endpoint {endpoint_id[:12]} already exists with other settings")
+            try:
+                self.ensure_endpoint(net, ep)
+            except Exception as exc:
+                self._remove_endpoint(ep)
+                raise PynetError(f"could not create endpoint {endpoint_id[:12]}: {exc}; rolled back") from exc
+        return "" if given_mac else mac
+
+    def ensure_endpoint(self, net: Network, ep: Endpoint) -> bool:
+        """Make the veth pair exist with its host end on the network's bridge. True if created."""
+        spec = VethSpec(host=ep.host_if, peer=ep.container_if, mtu=net.config.mtu,
+                        bridge=net.config.bridge, peer_mac=ep.mac)
+        return self.links.ensure_veth(spec)
+
+    def _remove_endpoint(self, ep: Endpoint) -> None:
+        # After Leave dockerd moves the container end back under its SrcName, so
+        # either name may be what is left of the pair (protocol.md §3.8).
+        self.links.delete(ep.host_if)
+        self.links.delete(ep.container_if)
+        self.repo.remove_endpoint(ep.network_id, ep.id)
+
+    def endpoint(self, network_id: str, endpoint_id: str) -> Endpoint:
+        ep = self.repo.endpoint(network_id, endpoint_id)
+        if ep is None:
+            raise NotFound(f"endpoint {endpoint_id[:12]} not found on network {network_id[:12]}")
+        return ep
+
+    def endpoint_info(self, network_id: str, endpoint_id: str) -> dict:
+        ep = self.endpoint(network_id, endpoint_id)
+        return {"host_interface": ep.host_if, "mac": ep.mac, "address": ep.address, "address_v6": ep.address_v6}
+
+    def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
+        with self._locks.hold(endpoint_id):
+            ep = self.repo.endpoint(network_id, endpoint_id)
+            if ep is not None:
+                self._remove_endpoint(ep)
+
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str, opts: dict) -> JoinInfo:
+        net = self.network(network_id)
+        with self._locks.hold(endpoint_id):
+            ep = self.endpoint(network_id, endpoint_id)
+            if not ep.joined:
+                # Re-ensure first: after a plugin restart the pair may need re-attaching.
+                self.ensure_endpoint(net, ep)
+                self.repo.update_endpoint(network_id, endpoint_id, lambda e: replace(e, joined=True))
+        return JoinInfo(src_name=ep.container_if, dst_prefix="eth",
+                        gateway=_gateway_for(net.ipv4, ep.address, net.config.internal),
+                        gateway_v6=_gateway_for(net.ipv6, ep.address_v6, net.config.internal))
+
+    def leave(self, network_id: str, endpoint_id: str) -> None:
+        """Nothing to undo in the kernel: dockerd moves the interface back itself."""
+
+    def program_external(self, network_id: str, endpoint_id: str, opts: dict) -> None:
+        self.endpoint(network_id, endpoint_id)
+        epo = options.parse_endpoint_options(opts)
+        if epo.port_bindings:
+            first = epo.port_bindings[0]
+            raise BadRequest(f"publishing ports (-p {first.get('HostPort')}:{first.get('Port')}) "
+                             "is not supported by this pynet version yet")
+
+    def revoke_external(self, network_id: str, endpoint_id: str) -> None:
+        """Nothing published yet, so nothing to revoke (kept idempotent)."""
+
+
+def _gateway_for(pools: tuple[IPAMData, ...], address: str, internal: bool) -> str:
+    """The plain gateway IP of the pool holding ``address`` ("" if none or internal)."""
+    if internal or not address:
+        return ""
+    ip = ipaddress.ip_interface(address).ip
+    for data in pools:
+        if data.gateway and ip in ipaddress.ip_network(data.pool, strict=False):
+            return str(ipaddress.ip_interface(data.gateway).ip)
+    return ""

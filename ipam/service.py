@@ -1,0 +1,172 @@
+"""IpamService: pynet's IPAM driver behind Docker's IpamDriver calls (protocol §4).
+
+Design note.  The service is plain Python over the Store port; plugin/ decodes
+the wire and calls one method per request.  All state is in the store (pools
+document per space via PoolRegistry, one key per claimed address, a cursor per
+pool via the allocator), so a new IpamService over the same store continues
+exactly where the old one stopped, and RequiresRequestReplay can stay false.
+
+Rules worth knowing (Docker's built-in IPAM is the reference where silent):
+* PoolIDs are deterministic: ``<space>/<pool>[/<sub-pool>]``.
+* A held pool is never handed out again, and an explicit pool that overlaps
+  (or equals) a held one is a Conflict.  This is what ends dockerd's overlap loop
+  (§4.3): it may re-request a default pool while still holding the previous answer.
+* Releases never fail for unknown pools or addresses (§4.4, §4.6).
+"""
+
+from __future__ import annotations
+
+from common.errors import BadRequest, Conflict, Exhausted, NotFound
+from ipam import allocator
+from ipam.allocator import AddressRange
+from ipam.models import PoolRecord, PoolRef, PoolResult
+from ipam.pools import (DEFAULT_POOLS, Network, default_candidates, find_overlap,
+                        format_pool_id, parse_address, parse_default_pools,
+                        parse_network, parse_pool_id, check_sub_pool)
+from ipam.registry import Pools, PoolRegistry
+from store.base import Store
+
+LOCAL_SPACE = "pynet-local"
+GLOBAL_SPACE = "pynet-global"
+REQUEST_ADDRESS_TYPE = "RequestAddressType"
+GATEWAY_ADDRESS_TYPE = "com.docker.network.gateway"
+KNOWN_POOL_OPTIONS: frozenset[str] = frozenset()  # none yet; see _check_pool_options
+
+
+class IpamService:
+    """The IPAM driver.  Every method is safe to call from many threads at once."""
+
+    def __init__(self, store: Store, default_pools: str = DEFAULT_POOLS) -> None:
+        self._store = store
+        self._registry = PoolRegistry(store)
+        self._defaults = parse_default_pools(default_pools)
+
+    def default_address_spaces(self) -> tuple[str, str]:
+        """(local, global) address space names; constant and cheap (called per RequestPool on 27+)."""
+        return LOCAL_SPACE, GLOBAL_SPACE
+
+    # -- pools --------------------------------------------------------------------
+
+    def request_pool(self, address_space: str, pool: str, sub_pool: str,
+                     options: dict | None, v6: bool) -> PoolResult:
+        """Hold ``pool`` (or a free default pool when empty) in ``address_space``.
+
+        BadRequest: bad space/CIDR, sub-pool without pool or outside it, family
+        not matching ``v6``, unknown option.  Conflict: the pool overlaps a held
+        one.  Exhausted: no default pool left.  Retryable: store contention.
+        """
+        _check_space(address_space)
+        _check_pool_options(options)
+        if pool:
+            record = _explicit_record(pool, sub_pool, v6)
+            chosen = self._registry.update(address_space, lambda held: _hold_explicit(record, held))
+        elif sub_pool:
+            raise BadRequest(f"sub-pool {sub_pool!r} given without a pool; --ip-range needs --subnet")
+        else:
+            chosen = self._registry.update(address_space, lambda held: self._hold_default(v6, held))
+        return PoolResult(format_pool_id(address_space, chosen.pool, chosen.sub_pool), chosen.pool, {})
+
+    def release_pool(self, pool_id: str) -> None:
+        """Stop holding the pool and drop its address claims; unknown ids succeed."""
+        ref = parse_pool_id(pool_id)
+        if ref is None or self._registry.lookup(ref) is None:
+            return
+        # Claims first, pool last: a crash in between leaves the pool held and a
+        # repeated ReleasePool finishes the job; the reverse order could delete
+        # claims of a new incarnation of the same CIDR.
+        allocator.release_all(self._store, ref.space, parse_network(ref.pool))
+        self._registry.remove(ref)
+
+    def _hold_default(self, v6: bool, held: Pools) -> tuple[PoolRecord, bool]:
+        held_nets = [parse_network(cidr) for cidr in held]
+        candidate = next(default_candidates(self._defaults, v6, held_nets), None)
+        if candidate is None:
+            bases = ", ".join(str(d.base) for d in self._defaults if (d.base.version == 6) == v6)
+            raise Exhausted(f"no free default pool left for IPv{6 if v6 else 4} in {bases or 'nothing'} "
+                            "(every candidate overlaps a held pool); use --subnet")
+        record = PoolRecord(str(candidate), "", v6, {})
+        held[record.pool] = record
+        return record, True
+
+    # -- addresses -----------------------------------------------------------------
+
+    def request_address(self, pool_id: str, address: str, options: dict | None) -> str:
+        """Claim ``address`` (or a free one) in the pool; returns it as CIDR with the pool's length.
+
+        Gateway requests (RequestAddressType) without an address get the lowest
+        free address of the range; other requests without one are round robin.
+        NotFound: unknown pool id.  BadRequest: malformed address or outside the
+        pool.  Conflict: address taken.  Exhausted: nothing free.
+        """
+        rng = self._range(pool_id)
+        kind = allocator.GATEWAY if _is_gateway(options) else allocator.ENDPOINT
+        if address:
+            ip = allocator.claim_specific(self._store, rng, parse_address(address), kind)
+        elif kind == allocator.GATEWAY:
+            ip = allocator.claim_lowest(self._store, rng, kind)
+        else:
+            ip = allocator.claim_next(self._store, rng, kind)
+        return f"{ip}/{rng.pool.prefixlen}"
+
+    def release_address(self, pool_id: str, address: str) -> None:
+        """Drop the claim on ``address``; unknown pools and unclaimed addresses succeed.
+
+        BadRequest only for a malformed address.
+        """
+        ip = parse_address(address)
+        ref = parse_pool_id(pool_id)
+        if ref is None:
+            return
+        pool = parse_network(ref.pool)
+        if ip.version == pool.version and ip in pool:
+            allocator.release(self._store, AddressRange.of(ref.space, pool), ip)
+
+    def _range(self, pool_id: str) -> AddressRange:
+        ref = parse_pool_id(pool_id)
+        record = self._registry.lookup(ref) if ref is not None else None
+        if record is None:
+            raise NotFound(f"no such pool {pool_id!r}")
+        sub = parse_network(record.sub_pool, "sub-pool") if record.sub_pool else None
+        return AddressRange.of(ref.space, parse_network(record.pool), sub)
+
+
+# -- request checks (pure) ---------------------------------------------------------------
+
+
+def _check_space(space: str) -> None:
+    if not isinstance(space, str) or not space or "/" in space:
+        raise BadRequest(f"invalid address space {space!r}: must be a non-empty name without '/'")
+
+
+def _check_pool_options(options: dict | None) -> None:
+    # No --ipam-opt is supported yet; refusing unknown ones beats silently ignoring them.
+    for name in options or {}:
+        if name not in KNOWN_POOL_OPTIONS:
+            raise BadRequest(f"unknown IPAM option {name!r}")
+
+
+def _explicit_record(pool: str, sub_pool: str, v6: bool) -> PoolRecord:
+    net = parse_network(pool, "pool")
+    if (net.version == 6) != bool(v6):
+        wanted = "IPv6" if v6 else "IPv4"
+        raise BadRequest(f"pool {net} is IPv{net.version} but an {wanted} pool was requested")
+    sub = ""
+    if sub_pool:
+        sub_net = parse_network(sub_pool, "sub-pool")
+        check_sub_pool(net, sub_net)
+        sub = str(sub_net)
+    return PoolRecord(str(net), sub, bool(v6), {})
+
+
+def _hold_explicit(record: PoolRecord, held: Pools) -> tuple[PoolRecord, bool]:
+    net: Network = parse_network(record.pool)
+    clash = find_overlap(net, (parse_network(cidr) for cidr in held))
+    if clash is not None:
+        raise Conflict(f"pool {net} overlaps with pool {clash} already in use")
+    held[record.pool] = record
+    return record, True
+
+
+def _is_gateway(options: dict | None) -> bool:
+    # Other keys (e.g. com.docker.network.endpoint.macaddress) carry nothing for us.
+    return (options or {}).get(REQUEST_ADDRESS_TYPE) == GATEWAY_ADDRESS_TYPE

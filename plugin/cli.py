@@ -1,0 +1,49 @@
+"""The ``pynet`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from plugin import settings as settings_mod
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pynet", description="pynet: a Docker network and IPAM plugin")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the plugin on its unix socket")
+    serve.add_argument("--socket", help="unix socket dockerd finds the plugin on "
+                                        "[PYNET_SOCKET, default /run/docker/plugins/pynet.sock]")
+    serve.add_argument("--state-dir", dest="state_dir", help="where state is kept [PYNET_STATE_DIR, default /var/lib/pynet]")
+    serve.add_argument("--etcd", help="comma-separated etcd client URLs [PYNET_ETCD_ENDPOINTS]")
+    serve.add_argument("--vtep-address", dest="vtep_address", help="this host's VXLAN underlay address [PYNET_VTEP_ADDRESS]")
+    serve.add_argument("--log-level", dest="log_level", help="debug, info, warning, error [PYNET_LOG_LEVEL, default info]")
+    serve.add_argument("--default-pools", dest="default_pools",
+                       help="pools used without --subnet, 'CIDR:SIZE,...' [PYNET_DEFAULT_POOLS]")
+    serve.add_argument("--threads", type=int, help="request threads [PYNET_THREADS, default 16]")
+    sub.add_parser("version", help="print pynet's version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        from importlib.metadata import version
+
+        print(version("pynet-plugin"))
+        return 0
+    if args.command != "serve":
+        parser.print_help()
+        return 2
+    settings = settings_mod.resolve(vars(args))
+    if settings.etcd:
+        print("pynet: --etcd (multi-host overlay) is not available in this version", file=sys.stderr)
+        return 2
+    from plugin.server import serve
+
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

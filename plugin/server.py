@@ -1,0 +1,111 @@
+"""Runs the app under gunicorn on the unix socket.
+
+Design note.  One worker process with threads (gthread): all state lives in
+the store, but the kernel handle, the per-endpoint locks and the background
+reconciler must be single per host, so there is exactly one worker.  The
+arbiter binds the socket before the worker has even imported the app, so
+dockerd can connect within a second of start; requests wait in the backlog
+until the worker is ready.  The worker builds the services (after the fork, so
+netlink and sqlite handles are never shared across processes) and starts
+reconciliation in a background thread: heavy start-up work never delays the
+socket.  SIGTERM is gunicorn's graceful stop; the socket file is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as socketlib
+import sys
+import threading
+
+from gunicorn.app.base import BaseApplication
+
+from plugin.settings import Settings
+
+log = logging.getLogger("pynet")
+
+
+def build_services(settings: Settings):
+    """Wire the real collaborators: store in the state dir, netlink, iptables."""
+    from driver.firewall import IptablesFirewall
+    from driver.kernel.links import Links
+    from driver.service import NetworkService
+    from ipam.service import IpamService
+    from plugin.app import Services
+    from store import open_store
+
+    store = open_store(settings.state_dir)
+    network = NetworkService(store, Links(), IptablesFirewall())
+    return Services(network=network, ipam=IpamService(store, settings.default_pools))
+
+
+def _start_reconciler(services) -> None:
+    from driver.reconcile import reconcile
+
+    def run():
+        try:
+            reconcile(services.network)
+        except Exception:
+            log.exception("start-up reconciliation failed")
+
+    threading.Thread(target=run, name="pynet-reconcile", daemon=True).start()
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        for key, value in {
+            "bind": [f"unix:{s.socket}"],
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": s.threads,
+            "timeout": 120,
+            "graceful_timeout": 10,
+            "keepalive": 30,  # dockerd's Go client keeps connections open
+            "loglevel": s.log_level,
+            "errorlog": "-",
+            "accesslog": "-" if s.log_level == "debug" else None,
+            "proc_name": "pynet",
+            "umask": 0o077,
+        }.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from plugin.app import create_app
+
+        services = build_services(self.settings)
+        _start_reconciler(services)
+        return create_app(services)
+
+
+def _check_socket(path: str) -> None:
+    """Refuse to steal a live plugin's socket; a stale one is replaced by gunicorn."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not os.path.exists(path):
+        return
+    probe = socketlib.socket(socketlib.AF_UNIX)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except OSError:
+        log.info("replacing stale socket %s", path)
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise SystemExit(f"pynet: another process is already serving on {path}")
+
+
+def serve(settings: Settings) -> int:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _check_socket(settings.socket)
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    log.info("pynet serving driver %r on %s, state in %s", settings.driver_name, settings.socket, settings.state_dir)
+    _Gunicorn(settings).run()
+    return 0

@@ -1,0 +1,48 @@
+"""Settings: command-line flags over environment variables over defaults (contract.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ipam.pools import DEFAULT_POOLS
+
+
+@dataclass(frozen=True)
+class Settings:
+    socket: str = "/run/docker/plugins/pynet.sock"
+    state_dir: str = "/var/lib/pynet"
+    etcd: str = ""
+    vtep_address: str = ""
+    log_level: str = "info"
+    default_pools: str = DEFAULT_POOLS
+    threads: int = 16
+
+    @property
+    def driver_name(self) -> str:
+        """dockerd knows a legacy plugin by its socket's base name."""
+        return os.path.splitext(os.path.basename(self.socket))[0]
+
+
+# flag name -> (environment variable, Settings field)
+ENVIRONMENT = {
+    "socket": "PYNET_SOCKET",
+    "state_dir": "PYNET_STATE_DIR",
+    "etcd": "PYNET_ETCD_ENDPOINTS",
+    "vtep_address": "PYNET_VTEP_ADDRESS",
+    "log_level": "PYNET_LOG_LEVEL",
+    "default_pools": "PYNET_DEFAULT_POOLS",
+    "threads": "PYNET_THREADS",
+}
+
+
+def resolve(flags: dict, environ=os.environ) -> Settings:
+    """Settings from parsed flags (None = not given), then the environment, then defaults."""
+    values = {}
+    for name, env in ENVIRONMENT.items():
+        value = flags.get(name)
+        if value is None:
+            value = environ.get(env) or None
+        if value is not None:
+            values[name] = int(value) if name == "threads" else value
+    return Settings(**values)

@@ -1,0 +1,213 @@
+"""SqliteStore: the embedded single-host implementation of the Store port.
+
+Design note.  One sqlite file in the plugin's state dir, three tables:
+
+    kv(key PRIMARY KEY, value TEXT json, revision)   the current state
+    events(revision PRIMARY KEY, key, value)          change log for watch (value NULL = delete)
+    meta(name PRIMARY KEY, value)                     'revision' (newest) and 'compacted'
+
+Every write is one ``BEGIN IMMEDIATE`` transaction that reads the revision from
+``meta``, bumps it, changes ``kv`` and appends to ``events``.  Because the
+revision lives in the file, not in the process, several SqliteStore instances
+(or processes, e.g. gunicorn workers) on one file share one revision sequence,
+and the IMMEDIATE lock serialises their writes.  The events log keeps the last
+``history`` entries; ``compacted`` remembers the newest dropped revision so a
+watch that starts at or before it raises Compacted.
+
+One connection per store, guarded by a Condition's lock: sqlite connections
+are not safe for concurrent use, and writes serialise on the file lock anyway.
+Watchers wait on that Condition (notified by writes of this instance) and poll
+every POLL_SECONDS for writes made through other connections.
+
+WAL with synchronous=NORMAL: a crash of the process loses nothing committed;
+only a power loss may drop the newest commits, and it never corrupts the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from typing import Iterator
+
+from common.errors import Retryable
+from store._common import BATCH, decode, encode, prefix_upper_bound, watch_loop
+from store.base import Compacted, Entry, Event
+
+POLL_SECONDS = 0.5
+BUSY_TIMEOUT_SECONDS = 10.0
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS events (revision INTEGER PRIMARY KEY, key TEXT NOT NULL, value TEXT)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0)",
+)
+
+
+class SqliteStore:
+    """A Store in the sqlite file at ``path``; safe to share between threads."""
+
+    def __init__(self, path: str, history: int = 10_000) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self._history = history
+        self._cond = threading.Condition()
+        self._closed = False
+        # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE ourselves.
+        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS,
+                                   isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._transaction() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+
+    # -- plumbing ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; caller holds no lock, we take it. Busy → Retryable."""
+        with self._cond:
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                raise Retryable(f"sqlite store is busy: {err}") from err
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._cond.notify_all()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("store is closed")
+
+    def _meta(self, db: sqlite3.Connection, name: str) -> int:
+        return db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0]
+
+    def _apply(self, db: sqlite3.Connection, key: str, text: str | None) -> int:
+        """Inside a transaction: bump the revision, change kv, log the event, trim the log."""
+        revision = self._meta(db, "revision") + 1
+        db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
+        if text is None:
+            db.execute("DELETE FROM kv WHERE key = ?", (key,))
+        else:
+            db.execute("INSERT OR REPLACE INTO kv (key, value, revision) VALUES (?, ?, ?)",
+                       (key, text, revision))
+        db.execute("INSERT INTO events (revision, key, value) VALUES (?, ?, ?)", (revision, key, text))
+        horizon = revision - self._history
+        if horizon > 0:
+            db.execute("DELETE FROM events WHERE revision <= ?", (horizon,))
+            db.execute("UPDATE meta SET value = MAX(value, ?) WHERE name = 'compacted'", (horizon,))
+        return revision
+
+    def _current(self, db: sqlite3.Connection, key: str) -> int | None:
+        row = db.execute("SELECT revision FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        with self._cond:
+            self._check_open()
+            row = self._db.execute("SELECT value, revision FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else Entry(key, decode(row[0]), row[1])
+
+    def list(self, prefix: str) -> list[Entry]:
+        where, args = _prefix_clause(prefix)
+        with self._cond:
+            self._check_open()
+            rows = self._db.execute(
+                f"SELECT key, value, revision FROM kv WHERE {where} ORDER BY key", args).fetchall()
+        return [Entry(k, decode(v), r) for k, v, r in rows if k.startswith(prefix)]
+
+    def current_revision(self) -> int:
+        with self._cond:
+            self._check_open()
+            return self._meta(self._db, "revision")
+
+    # -- writes --------------------------------------------------------------
+
+    def create(self, key: str, value: dict) -> int | None:
+        text = encode(value)
+        with self._transaction() as db:
+            if self._current(db, key) is not None:
+                return None
+            return self._apply(db, key, text)
+
+    def cas(self, key: str, value: dict, revision: int) -> int | None:
+        text = encode(value)
+        with self._transaction() as db:
+            if self._current(db, key) != revision:
+                return None
+            return self._apply(db, key, text)
+
+    def delete(self, key: str, revision: int | None = None) -> bool:
+        with self._transaction() as db:
+            current = self._current(db, key)
+            if current is None or (revision is not None and current != revision):
+                return False
+            self._apply(db, key, None)
+            return True
+
+    # -- watch ---------------------------------------------------------------
+
+    def watch(self, prefix: str, start_revision: int, timeout: float | None = None) -> Iterator[Event]:
+        # Check eagerly so a too-old start revision fails at the call, not at first next().
+        with self._cond:
+            self._check_open()
+            self._check_compacted(max(start_revision, 1))
+        return watch_loop(self, prefix, start_revision, timeout)
+
+    def fetch_events(self, prefix: str, scan_from: int) -> tuple[list[Event], int] | None:
+        where, args = _prefix_clause(prefix)
+        with self._cond:
+            if self._closed:
+                return None
+            # One read transaction so 'revision', 'compacted' and the rows agree.
+            self._db.execute("BEGIN")
+            try:
+                self._check_compacted(scan_from)
+                newest = self._meta(self._db, "revision")
+                rows = self._db.execute(
+                    f"SELECT revision, key, value FROM events WHERE revision >= ? AND {where} "
+                    f"ORDER BY revision LIMIT {BATCH}", (scan_from, *args)).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        events = [Event(k, decode(v), r) for r, k, v in rows if k.startswith(prefix)]
+        next_from = rows[-1][0] + 1 if len(rows) == BATCH else newest + 1
+        return events, max(next_from, scan_from)
+
+    def wait_for_change(self, scan_from: int, seconds: float | None) -> None:
+        # Other connections do not notify us, so never sleep longer than one poll.
+        seconds = POLL_SECONDS if seconds is None else min(seconds, POLL_SECONDS)
+        with self._cond:
+            if self._closed or self._meta(self._db, "revision") >= scan_from:
+                return
+            self._cond.wait(seconds)
+
+    def _check_compacted(self, scan_from: int) -> None:
+        compacted = self._meta(self._db, "compacted")
+        if scan_from <= compacted:
+            raise Compacted(f"revision {scan_from} is compacted (history starts after {compacted})")
+
+    def close(self) -> None:
+        """Close the connection and end every watch iterator; idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._db.close()
+            self._cond.notify_all()
+
+
+def _prefix_clause(prefix: str) -> tuple[str, tuple[str, ...]]:
+    """A key-range condition using the primary-key index for ``prefix``."""
+    upper = prefix_upper_bound(prefix)
+    if upper is None:
+        return "key >= ?", (prefix,)
+    return "key >= ? AND key < ?", (prefix, upper)

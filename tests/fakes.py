@@ -1,0 +1,67 @@
+"""Fakes at the driver's two kernel ports (links and firewall), for unit and contract tests.
+
+They keep just enough state to answer what the service asks; the real
+behaviour is proven by tests/kernel and tests/e2e.
+"""
+
+from __future__ import annotations
+
+from driver.kernel.links import BridgeSpec, KernelError, LinkInfo, VethSpec
+
+
+class FakeLinks:
+    def __init__(self) -> None:
+        self.links: dict[str, dict] = {}
+        self.fail_on: set[str] = set()  # names whose creation fails, to drive rollbacks
+
+    def get(self, name):
+        link = self.links.get(name)
+        if link is None:
+            return None
+        return LinkInfo(name=name, index=hash(name) & 0xFFFF, kind=link["kind"], mtu=link["mtu"],
+                        master=None, address=link.get("mac", ""), up=True)
+
+    def names(self):
+        return list(self.links)
+
+    def ensure_bridge(self, spec: BridgeSpec, adopt_foreign: bool = False) -> bool:
+        if spec.name in self.fail_on:
+            raise KernelError(f"could not create bridge {spec.name!r}: injected failure")
+        existing = self.links.get(spec.name)
+        if existing and existing["kind"] != "bridge" and adopt_foreign:
+            raise KernelError(f"link {spec.name!r} exists and is not a bridge ({existing['kind']})")
+        created = existing is None or existing["kind"] != "bridge"
+        self.links[spec.name] = {"kind": "bridge", "mtu": spec.mtu, "mac": spec.mac,
+                                 "addresses": set(spec.addresses)}
+        return created
+
+    def ensure_veth(self, spec: VethSpec) -> bool:
+        if spec.bridge not in self.links:
+            raise KernelError(f"could not attach {spec.host!r}: bridge {spec.bridge!r} does not exist")
+        if spec.host in self.fail_on:
+            raise KernelError(f"could not create veth {spec.host!r}: injected failure")
+        created = spec.host not in self.links
+        self.links[spec.host] = {"kind": "veth", "mtu": spec.mtu, "master": spec.bridge}
+        self.links[spec.peer] = {"kind": "veth", "mtu": spec.mtu, "mac": spec.peer_mac}
+        return created
+
+    def delete(self, name) -> bool:
+        return self.links.pop(name, None) is not None
+
+    def addresses(self, name):
+        return set(self.links.get(name, {}).get("addresses", ()))
+
+    def close(self):
+        pass
+
+
+class FakeFirewall:
+    def __init__(self) -> None:
+        self.synced: list[list[str]] = []
+
+    def sync(self, networks) -> None:
+        self.synced.append(sorted(n.id for n in networks))
+
+    @property
+    def current(self) -> list[str]:
+        return self.synced[-1] if self.synced else []

@@ -1,0 +1,68 @@
+"""SqliteStore specifics: persistence and sharing one file between instances."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+from store import open_store
+from store.sqlite import SqliteStore
+
+
+def test_persistence_across_reopen(tmp_path):
+    path = str(tmp_path / "p.db")
+    first = SqliteStore(path)
+    first.create("/k", {"n": 1})
+    rev = first.create("/j", {"n": 2})
+    first.close()
+    second = SqliteStore(path)
+    try:
+        assert second.current_revision() == rev
+        assert second.get("/k").value == {"n": 1}
+        assert second.create("/new", {}) == rev + 1
+        events = list(second.watch("/", 1, timeout=0.1))
+        assert [e.key for e in events] == ["/k", "/j", "/new"]
+    finally:
+        second.close()
+
+
+def test_two_instances_share_one_file(tmp_path):
+    path = str(tmp_path / "shared.db")
+    a, b = SqliteStore(path), SqliteStore(path)
+    try:
+        ra = a.create("/k", {"from": "a"})
+        assert b.get("/k").value == {"from": "a"}
+        assert b.create("/k", {"from": "b"}) is None
+        rb = b.create("/k2", {"from": "b"})
+        assert rb == ra + 1 and a.current_revision() == rb
+        assert [e.key for e in a.list("/")] == ["/k", "/k2"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_watch_sees_writes_of_another_instance(tmp_path):
+    path = str(tmp_path / "shared.db")
+    a, b = SqliteStore(path), SqliteStore(path)
+    try:
+        start = b.current_revision() + 1
+        watch = b.watch("/w/", start, timeout=3)
+        began = time.monotonic()
+        a.create("/w/x", {})
+        event = next(watch)
+        assert event.key == "/w/x" and time.monotonic() - began < 2
+    finally:
+        a.close()
+        b.close()
+
+
+def test_open_store_creates_private_state_dir(tmp_path):
+    state = tmp_path / "state" / "pynet"
+    store = open_store(str(state))
+    try:
+        store.create("/k", {})
+        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        assert (state / "pynet.db").exists()
+    finally:
+        store.close()
