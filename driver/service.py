@@ -161,7 +161,7 @@ class NetworkService:
     def ensure_endpoint(self, net: Network, ep: Endpoint) -> bool:
         """Make the veth pair exist with its host end on the network's bridge. True if created."""
         spec = VethSpec(host=ep.host_if, peer=ep.container_if, mtu=net.config.mtu,
-                        bridge=net.config.bridge, peer_mac=ep.mac)
+                        bridge=net.config.bridge, peer_mac=ep.mac, peer_here=not ep.joined)
         return self.links.ensure_veth(spec)
 
     def _remove_endpoint(self, ep: Endpoint) -> None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from common.errors import BadRequest, Conflict, Exhausted, NotFound
 from ipam import allocator
 from ipam.allocator import AddressRange
-from ipam.models import PoolRecord, PoolRef, PoolResult
-from ipam.pools import (DEFAULT_POOLS, Network, default_candidates, find_overlap,
-                        format_pool_id, parse_address, parse_default_pools,
-                        parse_network, parse_pool_id, check_sub_pool)
+from ipam.models import PoolRecord, PoolResult
+from ipam.pools import (DEFAULT_POOLS, Network, check_sub_pool, default_candidates,
+                        find_overlap, format_pool_id, parse_address, parse_default_pools,
+                        parse_network, parse_pool_id)
 from ipam.registry import Pools, PoolRegistry
 from store.base import Store
 

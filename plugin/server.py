@@ -24,6 +24,7 @@ from gunicorn.app.base import BaseApplication
 from plugin.settings import Settings
 
 log = logging.getLogger("pynet")
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_services(settings: Settings):
@@ -72,8 +73,13 @@ class _Gunicorn(BaseApplication):
             "accesslog": "-" if s.log_level == "debug" else None,
             "proc_name": "pynet",
             "umask": 0o077,
+            # gunicorn puts chdir first on sys.path: make it pynet's own tree, never the caller's cwd.
+            "chdir": _PROJECT_ROOT,
+            # Newer gunicorn opens a control socket in ~/.gunicorn, shared by every instance; pynet needs none.
+            "control_socket_disable": True,
         }.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:
+                self.cfg.set(key, value)
 
     def load(self):
         from plugin.app import create_app
@@ -104,6 +110,8 @@ def _check_socket(path: str) -> None:
 def serve(settings: Settings) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("pyroute2", "asyncio"):  # their debug output would drown pynet's own
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     _check_socket(settings.socket)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     log.info("pynet serving driver %r on %s, state in %s", settings.driver_name, settings.socket, settings.state_dir)

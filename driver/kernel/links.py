@@ -45,6 +45,9 @@ class VethSpec:
     mtu: int
     bridge: str
     peer_mac: str = ""
+    # False once dockerd has moved the peer into a container (after Join): it is
+    # then eth<N> in another namespace, and its absence here is expected.
+    peer_here: bool = True
 
 
 @dataclass
@@ -141,7 +144,7 @@ class Links:
         """Make the pair exist, the host end up on ``spec.bridge``, both ends at ``spec.mtu``.
 
         Returns True if it created the pair.  An existing host end that is not a
-        veth, or whose peer is missing, is recreated.
+        veth, or whose peer should be here and is not, is recreated.
         """
         with self._lock:
             bridge = self._get(spec.bridge)
@@ -149,7 +152,7 @@ class Links:
                 raise KernelError(f"could not attach {spec.host!r}: bridge {spec.bridge!r} does not exist")
             host = self._get(spec.host)
             created = False
-            if host and (host.kind != "veth" or self._get(spec.peer) is None):
+            if host and (host.kind != "veth" or (spec.peer_here and self._get(spec.peer) is None)):
                 log.warning("recreating %s: %s", spec.host, "not a veth" if host.kind != "veth" else "peer missing")
                 self._delete(spec.host)
                 host = None

@@ -83,3 +83,21 @@ def test_restart_and_stop_leave_nothing_behind(make_dockerhost):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     leftover = [p for p in Path("/sys/fs/cgroup").glob(f"*/{cgroup}")]
     assert leftover == []
+
+
+def test_dockerhost_fixture_serves_pynet(dockerhost):
+    """The `dockerhost` fixture's pynet answers dockerd's handshake on the per-host plugins dir."""
+    import json
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(str(dockerhost.pynet_socket))
+    s.sendall(b"POST /Plugin.Activate HTTP/1.0\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0]
+    assert set(json.loads(body)["Implements"]) >= {"NetworkDriver", "IpamDriver"}

@@ -94,3 +94,21 @@ def test_delete_is_idempotent(links):
     assert links.delete(BR.name) is True
     assert links.delete(BR.name) is False
     assert links.get(BR.name) is None
+
+
+def test_joined_pair_whose_peer_left_is_kept(links, netns):
+    """After Join the peer lives in the container: re-ensuring must not recreate (and cut) the pair."""
+    links.ensure_bridge(BR)
+    spec = VethSpec(host="pnh0123456789ab", peer="pnc0123456789ab", mtu=1500, bridge=BR.name)
+    links.ensure_veth(spec)
+    other = netns + "-c"
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", spec.peer, "netns", other], check=True)
+        index = links.get(spec.host).index
+        assert links.ensure_veth(VethSpec(**{**spec.__dict__, "peer_here": False})) is False
+        assert links.get(spec.host).index == index
+        assert "pnc0123456789ab" in subprocess.run(["ip", "-n", other, "link"], capture_output=True,
+                                                   text=True).stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", other], check=False)

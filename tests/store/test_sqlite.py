@@ -66,3 +66,34 @@ def test_open_store_creates_private_state_dir(tmp_path):
         assert (state / "pynet.db").exists()
     finally:
         store.close()
+
+
+def test_ipam_state_survives_reopen_and_threads(tmp_path):
+    """End to end over the real backend: concurrent claims, then a restart."""
+    import threading
+
+    from ipam.service import IpamService
+
+    path = str(tmp_path / "ipam.db")
+    store = SqliteStore(path)
+    ipam = IpamService(store)
+    pool = ipam.request_pool("pynet-local", "10.40.0.0/16", "", None, False)
+    got, lock = [], threading.Lock()
+
+    def worker():
+        mine = [ipam.request_address(pool.pool_id, "", None) for _ in range(20)]
+        with lock:
+            got.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    store = SqliteStore(path)
+    try:
+        later = IpamService(store).request_address(pool.pool_id, "", None)
+        assert len(set(got + [later])) == 161
+    finally:
+        store.close()
