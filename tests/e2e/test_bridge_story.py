@@ -42,6 +42,10 @@ def test_user_story(dockerhost, cleanup):
     h.docker("exec", "ca", "ping", "-c1", "-W2", ip_b)  # by address
     route = h.docker("exec", "ca", "ip", "route").stdout
     assert "default via 192.168.0.1" in route
+    bridge = h.docker("network", "inspect", "-f", "{{.Id}}", "mynet").stdout.strip()[:12]
+    rules = h.ns_exec("iptables", "-S", "PYNET-FORWARD").stdout
+    assert f"-A PYNET-FORWARD -i pn-{bridge} -o pn-{bridge} -j ACCEPT" in rules
+    assert "-P FORWARD DROP" in h.ns_exec("iptables", "-S", "FORWARD").stdout  # dockerd's policy
 
     run(h, cleanup, "cc")  # on Docker's own bridge
     h.docker("network", "connect", "mynet", "cc")
@@ -67,6 +71,7 @@ def test_user_story(dockerhost, cleanup):
     assert pn_links(h) == [f"pn-{inspect['Id'][:12]}"]  # only the bridge until the network goes
     h.docker("network", "rm", "mynet")
     assert pn_links(h) == []
+    assert "PYNET" not in h.ns_exec("iptables-save").stdout + h.ns_exec("ip6tables-save").stdout
 
 
 def test_addresses_are_reused_only_round_robin_and_mac_is_docker_like(dockerhost, cleanup):

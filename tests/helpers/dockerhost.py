@@ -307,7 +307,7 @@ class DockerHost:
         log = open(self.logs / "anchor.log", "ab")
         try:
             self._anchor = subprocess.Popen(
-                [_bin("ip"), "netns", "exec", self.netns, _bin("unshare"), "-m", "--propagation", "private",
+                [_bin("ip"), "netns", "exec", self.netns, _bin("unshare"), "-m", "--propagation", "slave",
                  "sh", str(WRAPPER), "sleep", "infinity"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         finally:
@@ -359,6 +359,9 @@ class DockerHost:
         log.flush()
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         env["PATH"] = env.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+        # containerd writes containerd.<pid>.stacks.log to $TMPDIR on SIGUSR1: keep it in our workdir
+        (self.workdir / "tmp").mkdir(exist_ok=True)
+        env["TMPDIR"] = str(self.workdir / "tmp")
         try:
             # nsenter (no --pid) execs directly: the Popen PID is dockerd's
             self._dockerd = subprocess.Popen(

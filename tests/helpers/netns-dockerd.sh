@@ -1,7 +1,7 @@
 #!/bin/sh
 # Prepare a private mount namespace for one test dockerd, then exec a command in it.
 #
-# Run as:  ip netns exec NS unshare -m --propagation private sh netns-dockerd.sh CMD [ARGS...]
+# Run as:  ip netns exec NS unshare -m --propagation slave sh netns-dockerd.sh CMD [ARGS...]
 # (typically CMD is "sleep infinity": the "anchor" whose mount namespace every start of this
 # host's dockerd later enters with nsenter, so dockerd restarts keep the same view, like a real host).
 #
@@ -14,8 +14,9 @@ set -eu
 
 : "${PN_CGROUP_MOUNTS:?}" "${PN_PLUGINS_DIR:?}" "${PN_ETC_DOCKER:?}" "${PN_READY:?}"
 
-# Belt and braces: nothing we mount may propagate back to the host.
-mount --make-rprivate /
+# Nothing we mount may propagate back to the host (slave: host umounts, e.g. `ip netns del`, still
+# propagate in, so this namespace does not pin other netns files that existed when it was made).
+mount --make-rslave /
 
 # 1. cgroups. `ip netns exec` remounted /sys for the netns, which dropped /sys/fs/cgroup/*; replay them.
 if [ -s "$PN_CGROUP_MOUNTS" ]; then
