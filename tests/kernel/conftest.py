@@ -26,9 +26,9 @@ def netns():
 
 @pytest.fixture
 def ipr(netns):
-    from pyroute2 import IPRoute
+    from driver.kernel.links import open_handle
 
-    handle = IPRoute(netns=netns)
+    handle = open_handle(netns)
     try:
         yield handle
     finally:

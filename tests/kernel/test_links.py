@@ -112,3 +112,14 @@ def test_joined_pair_whose_peer_left_is_kept(links, netns):
                                                    text=True).stdout
     finally:
         subprocess.run(["ip", "netns", "del", other], check=False)
+
+
+def test_handle_keeps_no_orphaned_replies(links):
+    """pyroute2 leaves a reply per link("get") in a queue nobody reads; Links must drop them (leak guard)."""
+    links.ensure_bridge(BR)
+    for i in range(50):
+        spec = VethSpec(host=f"pnh{i:012x}", peer=f"pnc{i:012x}", mtu=1500, bridge=BR.name)
+        links.ensure_veth(spec)
+        links.get(spec.host)
+        links.delete(spec.host)
+    assert links.queued() == 0
