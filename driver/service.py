@@ -192,8 +192,8 @@ class NetworkService:
         with self._locks.hold(endpoint_id):
             ep = self.endpoint(network_id, endpoint_id)
             if not ep.joined:
-                # Re-ensure first: after a plugin restart the pair may need re-attaching.
-                self.ensure_endpoint(net, ep)
+                if self.links.get(ep.container_if) is None:
+                    self.ensure_endpoint(net, ep)  # gone since CreateEndpoint (e.g. by hand): make it again
                 self.repo.update_endpoint(network_id, endpoint_id, lambda e: replace(e, joined=True))
         return JoinInfo(src_name=ep.container_if, dst_prefix="eth",
                         gateway=_gateway_for(net.ipv4, ep.address, net.config.internal),

@@ -184,31 +184,46 @@ class Links:
         """Make the pair exist, the host end up on ``spec.bridge``, both ends at ``spec.mtu``.
 
         Returns True if it created the pair.  An existing host end that is not a
-        veth, or whose peer should be here and is not, is recreated.
+        veth, or whose peer should be here and is not, is recreated.  The common
+        case (nothing there yet) is one netlink request that creates the pair
+        already attached and up; anything in the way sends it down the full
+        check-and-repair path.
         """
         with self._locked():
             bridge = self._get(spec.bridge)
             if bridge is None:
                 raise KernelError(f"could not attach {spec.host!r}: bridge {spec.bridge!r} does not exist")
-            host = self._get(spec.host)
-            created = False
-            if host and (host.kind != "veth" or (spec.peer_here and self._get(spec.peer) is None)):
-                log.warning("recreating %s: %s", spec.host, "not a veth" if host.kind != "veth" else "peer missing")
-                self._delete(spec.host)
-                host = None
-            if host is None:
-                self._delete(spec.peer)  # a stray peer from a half-made pair
-                peer = {"ifname": spec.peer, "mtu": spec.mtu}
-                if spec.peer_mac:
-                    peer["address"] = spec.peer_mac
-                self._call("create veth", spec.host, self._ipr.link, "add", ifname=spec.host, kind="veth",
-                           mtu=spec.mtu, peer=peer)
-                created = True
-                host = self._get(spec.host)
-            if host.master != bridge.index or host.mtu != spec.mtu or not host.up:
-                self._call("attach veth", spec.host, self._ipr.link, "set", index=host.index, master=bridge.index,
-                           mtu=spec.mtu, state="up")
-            return created
+            if self._try_create_veth(spec, bridge.index):
+                return True
+            return self._repair_veth(spec, bridge)
+
+    def _try_create_veth(self, spec: VethSpec, master: int) -> bool:
+        peer = {"ifname": spec.peer, "mtu": spec.mtu}
+        if spec.peer_mac:
+            peer["address"] = spec.peer_mac
+        try:
+            self._ipr.link("add", ifname=spec.host, kind="veth", mtu=spec.mtu, master=master, state="up", peer=peer)
+            return True
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                return False
+            raise KernelError(f"could not create veth {spec.host!r}: {exc.args[-1]}") from None
+
+    def _repair_veth(self, spec: VethSpec, bridge: LinkInfo) -> bool:
+        host = self._get(spec.host)
+        if host and (host.kind != "veth" or (spec.peer_here and self._get(spec.peer) is None)):
+            log.warning("recreating %s: %s", spec.host, "not a veth" if host.kind != "veth" else "peer missing")
+            self._delete(spec.host)
+            host = None
+        if host is None:
+            self._delete(spec.peer)  # a stray peer from a half-made pair
+            if not self._try_create_veth(spec, bridge.index):
+                raise KernelError(f"could not create veth {spec.host!r}: {spec.peer!r} is in the way")
+            return True
+        if host.master != bridge.index or host.mtu != spec.mtu or not host.up:
+            self._call("attach veth", spec.host, self._ipr.link, "set", index=host.index, master=bridge.index,
+                       mtu=spec.mtu, state="up")
+        return False
 
     # -- delete ------------------------------------------------------------------
     def delete(self, name: str) -> bool:

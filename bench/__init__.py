@@ -1,0 +1,1 @@
+"""pynet benchmarks (not tests): ``python bench/run.py [--quick]``; see bench/README.md."""
