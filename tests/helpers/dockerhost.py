@@ -166,7 +166,15 @@ def install_signal_handlers() -> None:
     """Turn SIGTERM/SIGHUP into SystemExit so finally blocks, fixtures and atexit run.
     (SIGINT already raises KeyboardInterrupt.) Call it from the main thread of a script/conftest."""
 
+    owner = os.getpid()
+
     def handler(signum, frame):
+        # A forked child inherits this handler (pyroute2 forks to open a socket in
+        # another netns, then SIGTERMs the child).  Raising there would unwind the
+        # child back into pytest and run the rest of the suite a second time, so a
+        # child just dies as the default disposition would have it.
+        if os.getpid() != owner:
+            os._exit(128 + signum)
         raise SystemExit(128 + signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -568,6 +576,8 @@ class DockerHost:
 
     def _cgroup_dirs(self) -> list[Path]:
         out = []
+        if not self.cgroup_parent.startswith(NETNS_PREFIX) or "/" in self.cgroup_parent:
+            return out  # never widen to a cgroup (or the root) that is not ours
         try:
             with open("/proc/self/mounts") as f:
                 for line in f:
