@@ -1,71 +1,127 @@
-"""pynet's packet filter rules, in pynet's own chains only.
+"""pynet's packet filter and NAT rules, in pynet's own chains only.
 
 Design note.  When dockerd turns on IP forwarding it sets the FORWARD policy to
-DROP, which silently breaks every bridge Docker did not make (anchors.md P18).
-pynet therefore accepts its own bridges' traffic explicitly, in a chain of its
-own (``PYNET-FORWARD``) that one rule in FORWARD jumps to.  Docker's chains are
-never written.
+DROP, which silently breaks every bridge Docker did not make (anchors.md P18),
+and Docker's own isolation knows nothing of pynet's bridges.  pynet therefore
+states the whole policy for its bridges in chains of its own, reached by one
+jump per built-in chain; Docker's chains are never written:
 
-The rule set is a pure function of the stored networks (``render``), written
-whole and atomically with one ``iptables-restore --noflush`` per family: a
-declared chain is flushed and refilled in the same transaction, so applying it
-any number of times (create, delete, restart) yields exactly the same rules and
-never a duplicate.  With no network left, the chain and the jump are removed.
-Later rule families (outbound NAT, published ports, isolation) add their own
-chains to ``render`` and their own jumps to ``JUMPS``.
+    filter PYNET-FORWARD      (from FORWARD)      what may enter / leave each bridge
+    nat    PYNET-PREROUTING   (from PREROUTING, local destinations)   published ports
+    nat    PYNET-OUTPUT       (from OUTPUT, local destinations)       published ports, host-originated
+    nat    PYNET-POSTROUTING  (from POSTROUTING)  outbound masquerade, hairpin, loopback publishing
+
+Per bridge, traffic *entering* it from elsewhere is accepted only when it
+belongs to a connection the container made or to a published port (conntrack
+state DNAT); everything else is dropped, which isolates pynet networks from
+each other, from Docker's bridges and from the outside.  Traffic *leaving* it
+for Docker's bridges is dropped; the rest is accepted unless the network is
+--internal.  ICC decides traffic within the bridge.  Every "enter" rule comes
+before every "leave" rule, so one network's accept can never pre-empt another
+network's drop.
+
+The rule set is a pure function of the stored networks and published ports
+(``render``), written whole and atomically with one ``iptables-restore
+--noflush`` per family: declared chains are flushed and refilled in the same
+transaction, so applying it any number of times yields exactly the same rules.
+With no network left, the chains and jumps are removed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import shutil
 import subprocess
 import threading
-from dataclasses import dataclass
 from typing import Protocol
 
-from driver.models import Network
+from driver.models import Endpoint, Network
 
 log = logging.getLogger("pynet.firewall")
 
 CHAIN = "PYNET-FORWARD"
-# (table, builtin chain, our chain): the jumps pynet owns in Docker's tables.
-JUMPS = (("filter", "FORWARD", CHAIN),)
+LOCAL = ("-m", "addrtype", "--dst-type", "LOCAL")
+# (table, builtin chain, our chain, match of the jump)
+JUMPS = (
+    ("filter", "FORWARD", CHAIN, ()),
+    ("nat", "PREROUTING", "PYNET-PREROUTING", LOCAL),
+    ("nat", "OUTPUT", "PYNET-OUTPUT", LOCAL),
+    ("nat", "POSTROUTING", "PYNET-POSTROUTING", ()),
+)
+DOCKER_BRIDGES = ("docker0", "br-+")
 
 
 class Firewall(Protocol):
-    def sync(self, networks: list[Network]) -> None:
-        """Make the kernel's pynet rules exactly those for ``networks``. Idempotent."""
+    def sync(self, networks: list[Network], endpoints: list[Endpoint]) -> None:
+        """Make the kernel's pynet rules exactly those for ``networks`` and their published ports. Idempotent."""
 
 
-def forward_rules(net: Network, family: int) -> list[str]:
-    """The PYNET-FORWARD rules of one network for one IP family (4 or 6)."""
-    if family == 6 and not net.ipv6:
-        return []
+def _subnets(net: Network, family: int) -> list[str]:
+    pools = net.ipv4 if family == 4 else net.ipv6
+    return [d.pool for d in pools]
+
+
+def enter_rules(net: Network, family: int) -> list[str]:
     br = net.config.bridge
-    rules = [f"-A {CHAIN} -i {br} -o {br} -j {'ACCEPT' if net.config.icc else 'DROP'}"]
-    rules.append(f"-A {CHAIN} -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+    rules = [f"-A {CHAIN} -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
     if not net.config.internal:
-        rules.append(f"-A {CHAIN} -i {br} ! -o {br} -j ACCEPT")
+        rules.append(f"-A {CHAIN} -o {br} -m conntrack --ctstate DNAT -j ACCEPT")
+    rules.append(f"-A {CHAIN} -i {br} -o {br} -j {'ACCEPT' if net.config.icc else 'DROP'}")
+    rules.append(f"-A {CHAIN} -o {br} -j DROP")
     return rules
 
 
-def render(networks: list[Network], family: int) -> str:
-    """The iptables-restore input for ``networks`` (empty chain when none)."""
-    lines = ["*filter", f":{CHAIN} - [0:0]"]
-    for net in sorted(networks, key=lambda n: n.id):
-        lines += forward_rules(net, family)
-    lines.append("COMMIT")
+def leave_rules(net: Network, family: int) -> list[str]:
+    br = net.config.bridge
+    if net.config.internal:
+        return [f"-A {CHAIN} -i {br} -j DROP"]
+    rules = [f"-A {CHAIN} -i {br} -o {other} -j DROP" for other in DOCKER_BRIDGES]
+    return rules + [f"-A {CHAIN} -i {br} -j ACCEPT"]
+
+
+def nat_rules(net: Network, family: int) -> list[str]:
+    if net.config.internal:
+        return []
+    br, rules = net.config.bridge, []
+    for subnet in _subnets(net, family):
+        if net.config.masquerade:
+            rules.append(f"-A PYNET-POSTROUTING -s {subnet} ! -o {br} -j MASQUERADE")
+        # Hairpin: a container reaching a published port of its own network through a
+        # host address must see the reply come back through the host, not directly.
+        rules.append(f"-A PYNET-POSTROUTING -s {subnet} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE")
+    if family == 4:
+        # Loopback publishing: 127.0.0.1 may only leave lo with route_localnet, and the
+        # container must answer the bridge's address, not 127.0.0.1.
+        rules.append(f"-A PYNET-POSTROUTING -o {br} -m addrtype --src-type LOCAL -j MASQUERADE")
+    return rules
+
+
+def port_rules(ep: Endpoint, family: int) -> list[str]:
+    rules = []
+    for b in ep.published:
+        if b["family"] != family:
+            continue
+        dest = f"-d {b['host_ip']} " if not ipaddress.ip_address(b["host_ip"]).is_unspecified else ""
+        target = f"[{b['container_ip']}]" if family == 6 else b["container_ip"]
+        rule = (f"{dest}-p {b['proto']} -m {b['proto']} --dport {b['host_port']} "
+                f"-j DNAT --to-destination {target}:{b['container_port']}")
+        rules += [f"-A PYNET-PREROUTING {rule}", f"-A PYNET-OUTPUT {rule}"]
+    return rules
+
+
+def render(networks: list[Network], endpoints: list[Endpoint], family: int) -> str:
+    """The iptables-restore input (filter and nat) for ``networks`` and their endpoints."""
+    nets = sorted((n for n in networks if family == 4 or n.ipv6), key=lambda n: n.id)
+    ids = {n.id for n in nets}
+    filter_rules = [r for n in nets for r in enter_rules(n, family)]
+    filter_rules += [r for n in nets for r in leave_rules(n, family)]
+    nat = [r for n in nets for r in nat_rules(n, family)]
+    nat += [r for e in sorted(endpoints, key=lambda e: e.id) if e.network_id in ids for r in port_rules(e, family)]
+    lines = ["*filter", f":{CHAIN} - [0:0]", *filter_rules, "COMMIT", "*nat"]
+    lines += [f":{chain} - [0:0]" for table, _, chain, _ in JUMPS if table == "nat"]
+    lines += [*nat, "COMMIT"]
     return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True)
-class Tools:
-    save_restore: str  # "iptables" or "ip6tables"
-
-    @property
-    def restore(self) -> str:
-        return f"{self.save_restore}-restore"
 
 
 class IptablesFirewall:
@@ -75,34 +131,34 @@ class IptablesFirewall:
         # ``command_prefix`` (e.g. ("ip", "netns", "exec", NS)) lets tests aim at a throwaway namespace.
         self._prefix = list(command_prefix)
         self._lock = threading.Lock()
-        self._families = [(4, Tools("iptables"))]
+        self._families = [(4, "iptables")]
         if shutil.which("ip6tables-restore"):
-            self._families.append((6, Tools("ip6tables")))
+            self._families.append((6, "ip6tables"))
 
-    def sync(self, networks: list[Network]) -> None:
+    def sync(self, networks: list[Network], endpoints: list[Endpoint] = ()) -> None:
         with self._lock:
-            for family, tools in self._families:
-                self._sync_family(networks, family, tools)
+            for family, tool in self._families:
+                if any(family == 4 or n.ipv6 for n in networks):
+                    self._apply(render(networks, list(endpoints), family), tool)
+                else:
+                    self._remove(tool)
 
-    def _sync_family(self, networks: list[Network], family: int, tools: Tools) -> None:
-        wanted = [n for n in networks if family == 4 or n.ipv6]
-        if not wanted:
-            self._remove(tools)
-            return
-        _run(self._prefix + [tools.restore, "-w", "--noflush"], render(networks, family))
-        for table, builtin, chain in JUMPS:
-            if not self._ok(tools, "-t", table, "-C", builtin, "-j", chain):
-                _run(self._prefix + [tools.save_restore, "-w", "-t", table, "-I", builtin, "1", "-j", chain])
+    def _apply(self, rules: str, tool: str) -> None:
+        _run(self._prefix + [f"{tool}-restore", "-w", "--noflush"], rules)
+        for table, builtin, chain, match in JUMPS:
+            jump = ["-t", table, builtin, *match, "-j", chain]
+            if not self._ok(tool, *jump[:2], "-C", *jump[2:]):
+                _run(self._prefix + [tool, "-w", "-t", table, "-I", builtin, "1", *match, "-j", chain])
 
-    def _remove(self, tools: Tools) -> None:
-        for table, builtin, chain in JUMPS:
-            while self._ok(tools, "-t", table, "-D", builtin, "-j", chain):
+    def _remove(self, tool: str) -> None:
+        for table, builtin, chain, match in JUMPS:
+            while self._ok(tool, "-t", table, "-D", builtin, *match, "-j", chain):
                 pass
-            if self._ok(tools, "-t", table, "-F", chain):
-                self._ok(tools, "-t", table, "-X", chain)
+            if self._ok(tool, "-t", table, "-F", chain):
+                self._ok(tool, "-t", table, "-X", chain)
 
-    def _ok(self, tools: Tools, *args: str) -> bool:
-        return _ok(self._prefix + [tools.save_restore, "-w", *args])
+    def _ok(self, tool: str, *args: str) -> bool:
+        return _ok(self._prefix + [tool, "-w", *args])
 
 
 class FirewallError(Exception):

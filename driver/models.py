@@ -76,6 +76,7 @@ class Endpoint:
     joined: bool = False
     exposed_ports: list = field(default_factory=list)
     port_bindings: list = field(default_factory=list)
+    published: list = field(default_factory=list)  # driver.ports.Binding dicts, set by ProgramExternalConnectivity
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,7 +24,9 @@ from dataclasses import dataclass, replace
 from common.errors import BadRequest, Conflict, NotFound, PynetError
 from driver import names, options
 from driver.firewall import Firewall
+from driver.kernel import sysctl
 from driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec
+from driver.ports import Binding, PortReservations, families_for, parse_requests
 from driver.locks import KeyedLocks
 from driver.models import Endpoint, IPAMData, Network
 from driver.repository import Repository
@@ -49,10 +51,11 @@ def check_id(label: str, value: str) -> str:
 
 
 class NetworkService:
-    def __init__(self, store: Store, links: Links, firewall: Firewall):
+    def __init__(self, store: Store, links: Links, firewall: Firewall, port_probe=None):
         self.repo = Repository(store)
         self.links = links
         self.firewall = firewall
+        self.ports = PortReservations(store, port_probe) if port_probe else PortReservations(store)
         self._locks = KeyedLocks()
         self._fw_lock = threading.Lock()
 
@@ -96,9 +99,13 @@ class NetworkService:
             addresses=tuple(net.gateways()),
         )
         try:
-            return self.links.ensure_bridge(spec, adopt_foreign=net.config.bridge_given)
+            created = self.links.ensure_bridge(spec, adopt_foreign=net.config.bridge_given)
         except KernelError as exc:
             raise PynetError(str(exc)) from None
+        # Loopback publishing (-p 127.0.0.1:X:Y) DNATs 127.0.0.1 towards the bridge,
+        # which the kernel only routes off lo with route_localnet on the way out.
+        sysctl.ensure(f"net/ipv4/conf/{net.config.bridge}/route_localnet", "1")
+        return created
 
     def _undo_network(self, net: Network, exc: Exception) -> Exception:
         """Remove what a failed create made; the error says what failed and how the rollback went."""
@@ -125,7 +132,7 @@ class NetworkService:
 
     def sync_firewall(self) -> None:
         with self._fw_lock:
-            self.firewall.sync(self.repo.networks())
+            self.firewall.sync(self.repo.networks(), self.repo.endpoints())
 
     def network(self, network_id: str) -> Network:
         net = self.repo.network(network_id)
@@ -165,6 +172,7 @@ class NetworkService:
         return self.links.ensure_veth(spec)
 
     def _remove_endpoint(self, ep: Endpoint) -> None:
+        self._release_ports(ep)
         # After Leave dockerd moves the container end back under its SrcName, so
         # either name may be what is left of the pair (protocol.md §3.8).
         self.links.delete(ep.host_if)
@@ -186,6 +194,8 @@ class NetworkService:
             ep = self.repo.endpoint(network_id, endpoint_id)
             if ep is not None:
                 self._remove_endpoint(ep)
+        if ep is not None and ep.published:
+            self.sync_firewall()
 
     def join(self, network_id: str, endpoint_id: str, sandbox_key: str, opts: dict) -> JoinInfo:
         net = self.network(network_id)
@@ -203,15 +213,68 @@ class NetworkService:
         """Nothing to undo in the kernel: dockerd moves the interface back itself."""
 
     def program_external(self, network_id: str, endpoint_id: str, opts: dict) -> None:
-        self.endpoint(network_id, endpoint_id)
-        epo = options.parse_endpoint_options(opts)
-        if epo.port_bindings:
-            first = epo.port_bindings[0]
-            raise BadRequest(f"publishing ports (-p {first.get('HostPort')}:{first.get('Port')}) "
-                             "is not supported by this pynet version yet")
+        """Publish the sandbox's port map on this (gateway) endpoint: reserve host ports, then DNAT.
+
+        Idempotent: a repeated call with the same map keeps the ports it picked.
+        On failure every port reserved by this call is released again.
+        """
+        net = self.network(network_id)
+        requests = parse_requests(options.parse_endpoint_options(opts).port_bindings)
+        if requests and net.config.internal:
+            raise BadRequest(f"network {network_id[:12]} is internal (--internal): ports cannot be published")
+        with self._locks.hold(endpoint_id):
+            ep = self.endpoint(network_id, endpoint_id)
+            bindings = self._claim_ports(net, ep, requests)
+            stale = [b for b in ep.published if b not in bindings]
+            self.repo.update_endpoint(network_id, endpoint_id, lambda e: replace(e, published=bindings))
+            self._release_ports(replace(ep, published=stale))
+        if bindings or stale:
+            try:
+                self.sync_firewall()
+            except Exception:
+                self.revoke_external(network_id, endpoint_id)
+                raise
+
+    def _claim_ports(self, net: Network, ep: Endpoint, requests) -> list[dict]:
+        bindings: list[dict] = []
+        try:
+            for req in requests:
+                pairs = families_for(req, bool(ep.address), bool(ep.address_v6), net.config.host_binding_ipv4)
+                for family, host_ip in pairs:
+                    bindings.append(self._claim_one(ep, req, family, host_ip))
+        except Exception:
+            mine = [b for b in bindings if b not in ep.published]
+            self._release_ports(replace(ep, published=mine))
+            raise
+        return bindings
+
+    def _claim_one(self, ep: Endpoint, req, family: int, host_ip: str) -> dict:
+        container_ip = str(ipaddress.ip_interface(ep.address if family == 4 else ep.address_v6).ip)
+        for old in ep.published:  # a repeat of an earlier call keeps its (possibly picked) port
+            if (old["proto"], old["host_ip"], old["container_port"], old["family"]) == (
+                    req.proto, host_ip, req.container_port, family) and (
+                    not req.host_port or req.host_port <= old["host_port"] <= req.host_port_end):
+                return old
+        port = self.ports.claim(ep.id, family, req, host_ip)
+        return Binding(req.proto, host_ip, port, container_ip, req.container_port, family).to_dict()
+
+    def _release_ports(self, ep: Endpoint) -> None:
+        for b in ep.published:
+            self.ports.release(ep.id, b["family"], b["proto"], b["host_ip"], b["host_port"])
 
     def revoke_external(self, network_id: str, endpoint_id: str) -> None:
-        """Nothing published yet, so nothing to revoke (kept idempotent)."""
+        """Unpublish the endpoint's ports; nothing published is success."""
+        with self._locks.hold(endpoint_id):
+            ep = self.repo.endpoint(network_id, endpoint_id)
+            if ep is None or not ep.published:
+                return
+            self.repo.update_endpoint(network_id, endpoint_id, lambda e: replace(e, published=[]))
+            self._release_ports(ep)
+        self.sync_firewall()
+
+    def published(self) -> list[tuple[Endpoint, dict]]:
+        """Every published binding with its endpoint, for `pynet ports`."""
+        return [(ep, b) for ep in self.repo.endpoints() for b in ep.published]
 
 
 def _gateway_for(pools: tuple[IPAMData, ...], address: str, internal: bool) -> str:

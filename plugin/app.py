@@ -19,9 +19,19 @@ class Services:
     ipam: IpamService
 
 
+def _ports(services: Services) -> dict:
+    """``POST /Pynet.Ports``: pynet's own call (not Docker's), behind `pynet ports`, because
+    dockerd never shows a plugin's published ports in `docker port`."""
+    return {"Ports": [
+        {"NetworkID": ep.network_id, "EndpointID": ep.id, "Proto": b["proto"], "HostIP": b["host_ip"],
+         "HostPort": b["host_port"], "ContainerIP": b["container_ip"], "ContainerPort": b["container_port"]}
+        for ep, b in services.network.published()]}
+
+
 def create_app(services: Services) -> Flask:
     app = Flask("pynet")
-    routes = [http.Route("/Plugin.Activate", None, lambda: IMPLEMENTS)]
+    routes = [http.Route("/Plugin.Activate", None, lambda: IMPLEMENTS),
+              http.Route("/Pynet.Ports", None, lambda: _ports(services))]
     routes += wire_network.routes(services.network)
     routes += wire_ipam.routes(services.ipam)
     http.install(app, routes)

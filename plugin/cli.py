@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from plugin import settings as settings_mod
@@ -21,6 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--default-pools", dest="default_pools",
                        help="pools used without --subnet, 'CIDR:SIZE,...' [PYNET_DEFAULT_POOLS]")
     serve.add_argument("--threads", type=int, help="request threads [PYNET_THREADS, default 16]")
+    ports = sub.add_parser("ports", help="show published ports (docker port cannot show a plugin's)")
+    ports.add_argument("target", nargs="?", help="a container or network (name or ID prefix)")
+    ports.add_argument("--socket", default=None, help="the plugin's socket [PYNET_SOCKET]")
+    ports.add_argument("--docker-host", dest="docker_host", default=None,
+                       help="Docker API socket [DOCKER_HOST, default unix:///var/run/docker.sock]")
+    ports.add_argument("--json", action="store_true", help="print JSON")
     sub.add_parser("version", help="print pynet's version")
     return parser
 
@@ -33,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(version("pynet-plugin"))
         return 0
+    if args.command == "ports":
+        from plugin import ports_cli
+
+        args.socket = args.socket or settings_mod.resolve({}).socket
+        args.docker_host = args.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return ports_cli.main(args)
     if args.command != "serve":
         parser.print_help()
         return 2

@@ -56,3 +56,9 @@ def ipam_addresses_prefix(space: str, cidr: str) -> str:
 
 def ipam_cursor(space: str, cidr: str) -> str:
     return f"{ROOT}/ipam/{space}/cursor/{pool_key(cidr)}"
+
+
+def host_port(family: int, proto: str, port: int) -> str:
+    """Every binding of one host port (all host addresses) in one document, so a
+    conflict check and a reservation are a single compare-and-swap."""
+    return f"{ROOT}/ports/v{family}/{proto}/{port}"

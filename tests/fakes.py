@@ -58,9 +58,11 @@ class FakeLinks:
 class FakeFirewall:
     def __init__(self) -> None:
         self.synced: list[list[str]] = []
+        self.published: list[dict] = []
 
-    def sync(self, networks) -> None:
+    def sync(self, networks, endpoints=()) -> None:
         self.synced.append(sorted(n.id for n in networks))
+        self.published = [b for e in endpoints for b in e.published]
 
     @property
     def current(self) -> list[str]:

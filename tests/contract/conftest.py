@@ -15,9 +15,11 @@ from tests.fakes import FakeFirewall, FakeLinks
 def world():
     store = MemoryStore()
     links, firewall = FakeLinks(), FakeFirewall()
-    services = Services(network=NetworkService(store, links, firewall), ipam=IpamService(store))
+    taken: set = set()  # host ports the fake host reports as in use
+    network = NetworkService(store, links, firewall, port_probe=lambda f, proto, ip, port: port not in taken)
+    services = Services(network=network, ipam=IpamService(store))
     app = create_app(services)
-    return type("World", (), {"client": app.test_client(), "links": links, "firewall": firewall,
+    return type("World", (), {"client": app.test_client(), "links": links, "firewall": firewall, "taken": taken,
                               "store": store, "services": services})
 
 

@@ -193,13 +193,53 @@ def test_two_networks_cannot_share_a_user_bridge(client):
     assert status == 409 and "already used by network" in body["Err"]
 
 
-def test_published_ports_are_refused_for_now(client):
+PORTMAP = "com.docker.network.portmap"
+
+
+def portmap(*entries):
+    return {PORTMAP: [{"Proto": p, "IP": "", "Port": cp, "HostIP": hip, "HostPort": hp, "HostPortEnd": hpe}
+                      for p, cp, hip, hp, hpe in entries]}
+
+
+def test_ports_are_published_reserved_and_released(world, client):
     _, _, pool = create_network(client)
     start_endpoint(client, pool["PoolID"])
+    start_endpoint(client, pool["PoolID"], eid=EID2)
+    opts = portmap((6, 80, "", 18080, 18080), (6, 80, "127.0.0.1", 0, 0), (17, 53, "", 18053, 18053))
+    body = {"NetworkID": NID, "EndpointID": EID, "Options": opts}
+    assert post(client, "NetworkDriver.ProgramExternalConnectivity", body) == (200, {})
+    first = list(world.firewall.published)
+    assert {(b["proto"], b["host_ip"], b["container_port"]) for b in first} == {
+        ("tcp", "0.0.0.0", 80), ("tcp", "127.0.0.1", 80), ("udp", "0.0.0.0", 53)}
+    picked = [b["host_port"] for b in first if b["host_ip"] == "127.0.0.1"][0]
+    assert picked >= 49153
+    # Repeating the call keeps what was picked (dockerd may resend; Docker 29 re-programs).
+    assert post(client, "NetworkDriver.ProgramExternalConnectivity", body) == (200, {})
+    assert world.firewall.published == first
+    # The same host port for another container is refused and leaves nothing behind.
+    status, err = post(client, "NetworkDriver.ProgramExternalConnectivity",
+                       {"NetworkID": NID, "EndpointID": EID2, "Options": portmap((6, 80, "", 18080, 18080))})
+    assert status == 409 and "18080" in err["Err"] and "already published" in err["Err"]
+    assert world.services.network.repo.endpoint(NID, EID2).published == []
+    status, listed = post(client, "Pynet.Ports")
+    assert status == 200 and len(listed["Ports"]) == 3 and listed["Ports"][0]["EndpointID"] == EID
+    assert post(client, "NetworkDriver.RevokeExternalConnectivity", {"NetworkID": NID, "EndpointID": EID}) == (200, {})
+    assert world.firewall.published == []
+    status, _ = post(client, "NetworkDriver.ProgramExternalConnectivity",
+                     {"NetworkID": NID, "EndpointID": EID2, "Options": portmap((6, 80, "", 18080, 18080))})
+    assert status == 200  # free again after the revoke
+    world.taken.add(18090)  # a host process listens there
+    status, err = post(client, "NetworkDriver.ProgramExternalConnectivity",
+                       {"NetworkID": NID, "EndpointID": EID, "Options": portmap((6, 80, "", 18090, 18090))})
+    assert status == 409 and "in use on the host" in err["Err"]
+
+
+def test_ports_on_internal_network_are_refused(client):
+    _, _, pool = create_network(client, **{"com.docker.network.internal": True})
+    start_endpoint(client, pool["PoolID"])
     status, body = post(client, "NetworkDriver.ProgramExternalConnectivity",
-                        {"NetworkID": NID, "EndpointID": EID, "Options": {"com.docker.network.portmap": [
-                            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080}]}})
-    assert status == 400 and "publishing ports" in body["Err"]
+                        {"NetworkID": NID, "EndpointID": EID, "Options": portmap((6, 80, "", 18081, 18081))})
+    assert status == 400 and "internal" in body["Err"]
 
 
 def test_internal_network_gets_no_gateway(client):

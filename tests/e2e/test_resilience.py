@@ -10,6 +10,14 @@ import time
 IMG = "busybox:local"
 
 
+def wait_until(check, seconds: float = 10.0, step: float = 0.2):
+    """Poll ``check()`` until it is truthy; returns its last value (the caller asserts on it)."""
+    deadline = time.monotonic() + seconds
+    while not (result := check()) and time.monotonic() < deadline:
+        time.sleep(step)
+    return result
+
+
 def post_raw(path, method: str, body: bytes) -> tuple[int, dict]:
     """POST straight to the plugin's unix socket, like dockerd but with bodies dockerd would never send."""
     s = socket.socket(socket.AF_UNIX)
@@ -76,9 +84,7 @@ def test_orphan_links_are_collected_at_start(dockerhost):
     h.ns_exec("ip", "link", "add", "pn-userbr", "type", "bridge")  # not a pynet-made name: left alone
     try:
         h.restart_pynet()
-        deadline = time.time() + 10
-        while time.time() < deadline and {"pnh0123456789ab", "pn-00000000beef"} & set(h.links()):
-            time.sleep(0.2)
+        wait_until(lambda: not {"pnh0123456789ab", "pn-00000000beef"} & set(h.links()))
         links = set(h.links())
         assert "pnh0123456789ab" not in links and "pnc0123456789ab" not in links
         assert "pn-00000000beef" not in links and "pn-userbr" in links
@@ -95,10 +101,9 @@ def test_bridge_comes_back_after_it_vanished(dockerhost, cleanup):
     h.kill_pynet(signal.SIGKILL)
     h.ns_exec("ip", "link", "del", f"pn-{nid[:12]}")
     h.start_pynet()
-    deadline = time.time() + 10
-    while time.time() < deadline and f"pn-{nid[:12]}" not in h.links():
-        time.sleep(0.2)
-    assert "10.41.0.1/24" in h.ns_exec("ip", "addr", "show", f"pn-{nid[:12]}").stdout
+    # Wait for the end state (address on the bridge), not for the first sign of the link.
+    shown = wait_until(lambda: "10.41.0.1/24" in h.ns_exec("ip", "addr", "show", f"pn-{nid[:12]}", check=False).stdout)
+    assert shown, h.ns_exec("ip", "addr", "show", check=False).stdout
     cleanup.container("rb1")
     h.docker("run", "-d", "--name", "rb1", "--network", "reboot", IMG, "sleep", "1d")
     h.ns_exec("busybox", "ping", "-c1", "-W2", h.container_ip("rb1", "reboot"))

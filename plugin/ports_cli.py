@@ -1,0 +1,267 @@
+"""``pynet ports [CONTAINER-or-NETWORK]``: what pynet publishes where.
+
+dockerd never shows a remote driver's published ports (``docker port`` is empty for them), so the CLI asks
+pynet (``POST /Pynet.Ports`` on the plugin socket) for its bindings, names them through the Docker Engine
+API (network and container names; pynet itself never calls dockerd), and prints:
+
+    CONTAINER  NETWORK   PROTO  HOST            CONTAINER
+    web        frontend  tcp    0.0.0.0:5000    10.200.0.2:5000
+
+Only the standard library: http.client over AF_UNIX for both sockets.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from typing import Iterable
+from urllib.parse import urlsplit
+
+DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DOCKER_API = "/v1.41"
+TIMEOUT = 30.0
+HEADERS = ("CONTAINER", "NETWORK", "PROTO", "HOST", "CONTAINER")
+
+
+class CliError(Exception):
+    """A failure to report on stderr with exit status 1."""
+
+
+# ------------------------------------------------------------------------------------------------ pure
+@dataclass(frozen=True)
+class Row:
+    container: str       # name, or the endpoint ID's prefix when Docker does not know the endpoint
+    container_id: str    # full ID, "" if unknown
+    network: str         # name, or the network ID's prefix
+    network_id: str
+    endpoint_id: str
+    proto: str
+    host_ip: str
+    host_port: int
+    container_ip: str
+    container_port: int
+
+    @property
+    def host(self) -> str:
+        return join_host_port(self.host_ip, self.host_port)
+
+    @property
+    def target(self) -> str:
+        return join_host_port(self.container_ip, self.container_port)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["host"], d["target"] = self.host, self.target
+        return d
+
+
+def join_host_port(ip: str, port: int) -> str:
+    """``10.0.0.1:80``, ``[::]:80``."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def index_networks(networks: Iterable[dict]) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """From Engine API network objects (as ``GET /networks/{id}`` returns them): network ID -> name, and
+    endpoint ID -> (container name, container ID)."""
+    names: dict[str, str] = {}
+    endpoints: dict[str, tuple[str, str]] = {}
+    for net in networks:
+        if not isinstance(net, dict) or not net.get("Id"):
+            continue
+        names[net["Id"]] = net.get("Name") or net["Id"][:12]
+        for cid, ctr in (net.get("Containers") or {}).items():
+            if isinstance(ctr, dict) and ctr.get("EndpointID"):
+                endpoints[ctr["EndpointID"]] = ((ctr.get("Name") or cid[:12]).lstrip("/"), cid)
+    return names, endpoints
+
+
+def join(ports: Iterable[dict], networks: Iterable[dict]) -> list[Row]:
+    """pynet's rows (``/Pynet.Ports``) named through Docker's networks, sorted."""
+    names, endpoints = index_networks(networks)
+    rows = []
+    for p in ports:
+        net_id, ep_id = str(p.get("NetworkID", "")), str(p.get("EndpointID", ""))
+        container, container_id = endpoints.get(ep_id, (ep_id[:12] or "-", ""))
+        rows.append(Row(
+            container=container, container_id=container_id,
+            network=names.get(net_id, net_id[:12] or "-"), network_id=net_id, endpoint_id=ep_id,
+            proto=str(p.get("Proto", "")), host_ip=str(p.get("HostIP", "")), host_port=int(p.get("HostPort", 0)),
+            container_ip=str(p.get("ContainerIP", "")), container_port=int(p.get("ContainerPort", 0)),
+        ))
+    return sorted(rows, key=sort_key)
+
+
+def _ip_key(ip: str) -> tuple:
+    try:
+        a = ipaddress.ip_address(ip)
+        return (a.version, int(a))
+    except ValueError:
+        return (9, 0)
+
+
+def sort_key(r: Row) -> tuple:
+    return (r.container, r.network, r.proto, r.host_port, _ip_key(r.host_ip), r.container_port,
+            _ip_key(r.container_ip))
+
+
+def matches(row: Row, target: str) -> bool:
+    """``target`` is a container or network name, or a prefix of its ID (Docker-style lookup)."""
+    if target in (row.container, row.network):
+        return True
+    t = target.lower()
+    return any(i and i.startswith(t) for i in (row.container_id, row.network_id))
+
+
+def select(rows: list[Row], target: str | None) -> list[Row]:
+    if not target:
+        return rows
+    exact = [r for r in rows if target in (r.container, r.network)]
+    return exact or [r for r in rows if matches(r, target)]
+
+
+def format_table(rows: list[Row]) -> str:
+    cells = [HEADERS] + [(r.container, r.network, r.proto, r.host, r.target) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
+    return "\n".join(lines) + "\n"
+
+
+def format_json(rows: list[Row]) -> str:
+    return json.dumps([r.to_dict() for r in rows], indent=2) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ transport
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = TIMEOUT):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self._path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+def _request(conn: http.client.HTTPConnection, method: str, path: str, body: dict | None = None
+             ) -> tuple[int, bytes]:
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        doc = json.loads(raw)
+        if isinstance(doc, dict):
+            return str(doc.get("Err") or doc.get("Error") or doc.get("message") or doc)
+    except ValueError:
+        pass
+    return raw.decode(errors="replace").strip()[:200]
+
+
+def fetch_ports(socket_path: str) -> list[dict]:
+    """The plugin's published bindings; CliError when it cannot be asked."""
+    try:
+        status, raw = _request(_UnixConnection(socket_path), "POST", "/Pynet.Ports", {})
+    except OSError as e:
+        raise CliError(f"cannot reach the pynet plugin on {socket_path}: {e.strerror or e} "
+                       "(is `pynet serve` running? --socket / PYNET_SOCKET)") from None
+    except http.client.HTTPException as e:
+        raise CliError(f"bad answer from the pynet plugin on {socket_path}: {e!r}") from None
+    if status == 404:
+        raise CliError(f"the plugin on {socket_path} does not answer /Pynet.Ports (not pynet, or an older pynet)")
+    if status != 200:
+        raise CliError(f"pynet answered /Pynet.Ports with HTTP {status}: {_error_text(raw)}")
+    try:
+        doc = json.loads(raw)
+        ports = doc["Ports"] or []
+        if not isinstance(ports, list):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise CliError(f"unexpected answer from pynet on {socket_path}: {raw[:200]!r}") from None
+    return [p for p in ports if isinstance(p, dict)]
+
+
+def docker_connection(docker_host: str) -> http.client.HTTPConnection:
+    """A connection to the Engine API at ``unix:///path``, a bare path, or ``tcp://host:port`` (no TLS)."""
+    if docker_host.startswith("unix://"):
+        return _UnixConnection(docker_host[len("unix://"):])
+    if docker_host.startswith("/"):
+        return _UnixConnection(docker_host)
+    if docker_host.startswith(("tcp://", "http://")):
+        u = urlsplit(docker_host)
+        return http.client.HTTPConnection(u.hostname or "localhost", u.port or 2375, timeout=TIMEOUT)
+    raise CliError(f"unsupported Docker host {docker_host!r} (use unix:///path or tcp://host:port)")
+
+
+def fetch_networks(docker_host: str, network_ids: Iterable[str]) -> list[dict]:
+    """``GET /networks/{id}`` for each network (the list endpoint leaves out containers since API 1.28).
+    A network Docker no longer knows is skipped; an unreachable Docker is a CliError."""
+    out = []
+    for nid in sorted(set(network_ids)):
+        try:
+            status, raw = _request(docker_connection(docker_host), "GET", f"{DOCKER_API}/networks/{nid}")
+        except OSError as e:
+            raise CliError(f"cannot reach Docker at {docker_host}: {e.strerror or e} (--docker-host / DOCKER_HOST)") \
+                from None
+        if status == 404:
+            continue
+        if status != 200:
+            raise CliError(f"Docker answered GET /networks/{nid[:12]} with HTTP {status}: {_error_text(raw)}")
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            raise CliError(f"unexpected answer from Docker at {docker_host}") from None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ command
+def main(args) -> int:
+    socket_path = getattr(args, "socket", None) or os.environ.get("PYNET_SOCKET") or DEFAULT_SOCKET
+    docker_host = getattr(args, "docker_host", None) or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    target = getattr(args, "target", None)
+    try:
+        ports = fetch_ports(socket_path)
+        networks = fetch_networks(docker_host, (str(p.get("NetworkID", "")) for p in ports if p.get("NetworkID")))
+        rows = select(join(ports, networks), target)
+    except CliError as e:
+        print(f"pynet ports: {e}", file=sys.stderr)
+        return 1
+    if target and not rows:
+        print(f"pynet ports: no published ports for {target}", file=sys.stderr)
+        return 1
+    sys.stdout.write(format_json(rows) if getattr(args, "json", False) else format_table(rows))
+    return 0
+
+
+def add_arguments(parser) -> None:
+    """The subcommand's arguments, for plugin/cli.py (``sub.add_parser("ports", ...)``)."""
+    parser.add_argument("target", nargs="?", metavar="CONTAINER-or-NETWORK",
+                        help="only this container or network (name or ID prefix)")
+    parser.add_argument("--socket", help=f"pynet's plugin socket [PYNET_SOCKET, default {DEFAULT_SOCKET}]")
+    parser.add_argument("--docker-host", dest="docker_host",
+                        help=f"Docker Engine API [DOCKER_HOST, default {DEFAULT_DOCKER_HOST}]")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+if __name__ == "__main__":  # python -m plugin.ports_cli [...] works before cli.py wires the subcommand
+    import argparse
+
+    _p = argparse.ArgumentParser(prog="pynet ports", description=__doc__.split("\n", 1)[0])
+    add_arguments(_p)
+    sys.exit(main(_p.parse_args()))
