@@ -203,11 +203,23 @@ class Links:
             peer["address"] = spec.peer_mac
         try:
             self._ipr.link("add", ifname=spec.host, kind="veth", mtu=spec.mtu, master=master, state="up", peer=peer)
-            return True
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 return False
             raise KernelError(f"could not create veth {spec.host!r}: {exc.args[-1]}") from None
+        self._hairpin(spec.host)
+        return True
+
+    def _hairpin(self, name: str) -> None:
+        """Let the bridge send a frame back out the port it came in on.
+
+        With br_netfilter, a container reaching its own published port through a
+        host address is DNATed at the bridge layer, back towards its own port,
+        which a bridge refuses unless the port is in hairpin mode (Docker's bridge
+        sets it for the same reason when it runs without the userland proxy).
+        """
+        index = self._get(name).index
+        self._call("set hairpin mode on", name, self._ipr.brport, "set", index=index, mode=1)
 
     def _repair_veth(self, spec: VethSpec, bridge: LinkInfo) -> bool:
         host = self._get(spec.host)
@@ -223,6 +235,7 @@ class Links:
         if host.master != bridge.index or host.mtu != spec.mtu or not host.up:
             self._call("attach veth", spec.host, self._ipr.link, "set", index=host.index, master=bridge.index,
                        mtu=spec.mtu, state="up")
+        self._hairpin(spec.host)
         return False
 
     # -- delete ------------------------------------------------------------------

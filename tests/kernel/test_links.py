@@ -71,6 +71,9 @@ def test_veth_pair_attached_idempotently(links, netns):
     assert snapshot(netns) == first
     host, peer = links.get(spec.host), links.get(spec.peer)
     assert host.master == links.get(BR.name).index and host.up and host.mtu == 1400
+    hairpin = subprocess.run(["ip", "netns", "exec", netns, "cat", f"/sys/class/net/{spec.host}/brport/hairpin_mode"],
+                             capture_output=True, text=True).stdout.strip()
+    assert hairpin == "1"
     assert peer.mtu == 1400 and peer.address == "02:42:0a:09:00:02"
 
 
