@@ -160,6 +160,41 @@ class IptablesFirewall:
     def _ok(self, tool: str, *args: str) -> bool:
         return _ok(self._prefix + [tool, "-w", *args])
 
+    def keep_first(self) -> int:
+        """Move pynet's jumps back in front of Docker's rules; returns how many moved.
+
+        dockerd inserts its own FORWARD/nat rules at the top whenever it starts, which
+        would put e.g. its accept for docker0 ahead of pynet's isolation.  The jump
+        belongs right after DOCKER-USER (the user's own chain, which Docker keeps
+        first).  Insert the new jump first, then delete the old one by number, so
+        there is never a moment without it.
+        """
+        moved = 0
+        with self._lock:
+            for _, tool in self._families:
+                for table, builtin, chain, match in JUMPS:
+                    moved += self._move_to_front(tool, table, builtin, " ".join(("-j", chain)))
+        return moved
+
+    def _move_to_front(self, tool: str, table: str, builtin: str, jump: str) -> int:
+        rules = self._rules(tool, table, builtin)
+        ours = [i for i, r in enumerate(rules) if r.endswith(jump)]
+        if not ours:
+            return 0
+        want = 1 if rules and rules[0].endswith("-j DOCKER-USER") else 0
+        if ours[0] == want:
+            return 0
+        spec = rules[ours[0]].split()[2:]  # "-A FORWARD <match...> -j CHAIN" -> the rule spec
+        _run(self._prefix + [tool, "-w", "-t", table, "-I", builtin, str(want + 1), *spec])
+        _run(self._prefix + [tool, "-w", "-t", table, "-D", builtin, str(ours[0] + 2)])
+        log.info("moved %s jump to %s %s back in front of Docker's rules", table, builtin, jump)
+        return 1
+
+    def _rules(self, tool: str, table: str, builtin: str) -> list[str]:
+        proc = subprocess.run(self._prefix + [tool, "-w", "-t", table, "-S", builtin], capture_output=True,
+                              text=True)
+        return [l for l in proc.stdout.splitlines() if l.startswith("-A ")]
+
 
 class FirewallError(Exception):
     pass

@@ -51,6 +51,20 @@ def _start_reconciler(services) -> None:
             log.exception("start-up reconciliation failed")
 
     threading.Thread(target=run, name="pynet-reconcile", daemon=True).start()
+    threading.Thread(target=_keep_firewall_first, args=(services,), name="pynet-fw-keeper", daemon=True).start()
+
+
+def _keep_firewall_first(services, every: float = 10.0) -> None:
+    """dockerd re-inserts its rules at the top when it restarts, without telling pynet."""
+    import time
+
+    while True:
+        time.sleep(every)
+        try:
+            if services.network.repo.networks():
+                services.network.firewall.keep_first()
+        except Exception:
+            log.exception("checking the order of pynet's firewall jumps failed")
 
 
 class _Gunicorn(BaseApplication):

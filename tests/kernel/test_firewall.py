@@ -90,3 +90,20 @@ def test_icc_false_and_no_masquerade(firewall, netns):
     assert "-A PYNET-FORWARD -i pn-cccccccccccc -o pn-cccccccccccc -j DROP" in rules
     assert not any("! -o pn-cccccccccccc -j MASQUERADE" in l for l in rules)
     firewall.sync([], [])
+
+
+def test_keep_first_moves_jumps_back_in_front_of_dockers(firewall, netns):
+    docker_like_rules(netns)
+    firewall.sync([net("d" * 64)], [])
+    ns = ["ip", "netns", "exec", netns]
+    # What dockerd does when it starts again: its rules go in at the top.
+    subprocess.run([*ns, "iptables", "-I", "FORWARD", "1", "-i", "docker0", "!", "-o", "docker0", "-j", "ACCEPT"],
+                   check=True)
+    subprocess.run([*ns, "iptables", "-D", "FORWARD", "-j", "DOCKER-USER"], check=True)
+    subprocess.run([*ns, "iptables", "-I", "FORWARD", "1", "-j", "DOCKER-USER"], check=True)
+    assert firewall.keep_first() >= 1
+    forward = [l for l in save(netns) if l.startswith("-A FORWARD")]
+    assert forward[:2] == ["-A FORWARD -j DOCKER-USER", "-A FORWARD -j PYNET-FORWARD"]
+    assert forward.count("-A FORWARD -j PYNET-FORWARD") == 1
+    assert firewall.keep_first() == 0  # already in place: nothing to do
+    firewall.sync([], [])
