@@ -131,18 +131,29 @@ base_python_version() {
         -c 'import sys; print("%d.%d" % sys.version_info[:2])'
 }
 
-# pynet's own wheel, keyed by everything that goes into it.
+# pynet's own wheel, keyed by everything that goes into it. Built from a copy of those files: setuptools
+# would otherwise work in the repository's build/, where stale modules from an older tree get packaged.
+project_files() {
+    (cd "$REPO" && { printf '%s\0' pyproject.toml README.md; find plugin driver ipam store common -name '*.py' -print0; } \
+        | LC_ALL=C sort -z)
+}
+
 project_wheel() {
-    local key dir
-    key=$( (cd "$REPO" && cat pyproject.toml README.md \
-            && find plugin driver ipam store common -name '*.py' -print0 | LC_ALL=C sort -z | xargs -0 cat) | hash_of)
+    local key dir src
+    key=$(project_files | (cd "$REPO" && xargs -0 cat) | hash_of)
     dir=$cache/project-$key
     if [[ ! -d $dir ]]; then
         log "pip wheel pynet ($key)"
+        src=$(mktemp -d "$cache/src.XXXXXX")
+        project_files | (cd "$REPO" && xargs -0 cp --parents -t "$src")
         rm -rf "$dir.tmp.$$"
-        "$python" -m pip wheel -q --no-deps --wheel-dir "$dir.tmp.$$" "$REPO" >&2
+        "$python" -m pip wheel -q --no-deps --wheel-dir "$dir.tmp.$$" "$src" >&2
+        rm -rf "$src"
         mv -T "$dir.tmp.$$" "$dir" 2>/dev/null || rm -rf "$dir.tmp.$$"  # lost a race: same content
     fi
+    # every source edit makes a new one: forget those not used for a day
+    find "$cache" -maxdepth 1 -name 'project-*' ! -name "project-$key" -mtime +1 -exec rm -rf {} +
+    touch "$dir"
     echo "$dir"
 }
 
@@ -170,18 +181,13 @@ dependency_wheels() {
     echo "$dir"
 }
 
-# Copies both wheel sets into the build context (build/wheels/<key>) and prints that path, relative.
+# Copies both wheel sets into the build context, in a directory of this build's own (removed at exit), and
+# prints its path relative to the repository. Docker's build cache keys COPY by content, not by path.
 stage_wheels() {
-    local project=$1 deps=$2 key rel
-    key=$(printf '%s\n' "$project" "$deps" | hash_of)
-    rel=build/wheels/$key
-    if [[ ! -d $REPO/$rel ]]; then
-        mkdir -p "$REPO/build/wheels"
-        rm -rf "$REPO/$rel.tmp.$$"
-        mkdir "$REPO/$rel.tmp.$$"
-        cp "$project"/*.whl "$deps"/*.whl "$REPO/$rel.tmp.$$/"
-        mv -T "$REPO/$rel.tmp.$$" "$REPO/$rel" 2>/dev/null || rm -rf "$REPO/$rel.tmp.$$"  # lost a race: same content
-    fi
+    local rel=build/wheels/$$
+    rm -rf "${REPO:?}/$rel"
+    mkdir -p "$REPO/$rel"
+    cp -p "$1"/*.whl "$2"/*.whl "$REPO/$rel/"  # -p: the legacy builder keys COPY by mtime too
     echo "$rel"
 }
 
@@ -192,11 +198,12 @@ export_plugin_dir() {
     rm -rf "$tmp"
     mkdir -p "$tmp/rootfs"
     id=$("$docker" create "$image")
-    # shellcheck disable=SC2064
-    trap "'$docker' rm -f '$id' >/dev/null 2>&1 || true" EXIT
-    "$docker" export "$id" | tar -x --numeric-owner -C "$tmp/rootfs"
+    if ! "$docker" export "$id" | tar -x --numeric-owner -C "$tmp/rootfs"; then
+        "$docker" rm -f "$id" >/dev/null
+        rm -rf "$tmp"
+        die "docker export failed"
+    fi
     "$docker" rm -f "$id" >/dev/null
-    trap - EXIT
     mkdir -p "$tmp/rootfs/run/docker/plugins"  # where dockerd mounts the plugin's socket dir
     cp "$REPO/config.json" "$tmp/config.json"
     rm -rf "$output"
@@ -210,6 +217,7 @@ main() {
     mkdir -p "$(dirname "$output")"
     output=$(cd "$(dirname "$output")" && pwd)/$(basename "$output")
     pick_python
+    "$docker" version >/dev/null 2>&1 || die "cannot reach a docker daemon${DOCKER_HOST:+ at $DOCKER_HOST} (set DOCKER_HOST)"
     if [[ $base == debootstrap ]]; then
         ensure_debootstrap_base
     else
@@ -219,6 +227,8 @@ main() {
     project=$(project_wheel)
     deps=$(dependency_wheels "$pyver")
     wheels_rel=$(stage_wheels "$project" "$deps")
+    # shellcheck disable=SC2064  # expand now: wheels_rel is local to main
+    trap "rm -rf '$REPO/$wheels_rel'" EXIT
     image=pynet-rootfs:latest
     log "docker build (BASE=$base_image, Python $pyver)"
     if ! "$docker" build -t "$image" --build-arg "BASE=$base_image" --build-arg "WHEELS=$wheels_rel" \
