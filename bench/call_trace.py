@@ -55,6 +55,7 @@ class CallTrace:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
+        self._clients: set[socket.socket] = set()
 
     def start(self) -> "CallTrace":
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -66,10 +67,19 @@ class CallTrace:
         return self
 
     def stop(self) -> None:
+        """Stop listening and end every relayed connection, so dockerd drops the ones it keeps idle
+        (reused after pynet moved, they would fail, and dockerd 20.10 retries a POST with an empty body)."""
         self._stop.set()
         if self._sock is not None:
             self._sock.close()
         self.listen_path.unlink(missing_ok=True)
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            try:
+                client.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def since(self, t: float) -> list[Call]:
         with self._lock:
@@ -81,6 +91,8 @@ class CallTrace:
                 conn, _ = self._sock.accept()
             except (socket.timeout, OSError):
                 continue
+            with self._lock:
+                self._clients.add(conn)
             threading.Thread(target=self._relay, args=(conn,), name="trace-conn", daemon=True).start()
 
     def _relay(self, client: socket.socket) -> None:
@@ -100,6 +112,8 @@ class CallTrace:
         except OSError:
             pass  # either side went away: drop the connection like a proxy would
         finally:
+            with self._lock:
+                self._clients.discard(client)
             client.close()
             upstream.close()
 

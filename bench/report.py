@@ -42,6 +42,13 @@ def _docker_table(d: dict) -> list[str]:
     ]
 
 
+def _paired_note(d: dict) -> list[str]:
+    diff, bridge = d["docker_run_paired_diff_s"], d["docker_run_s"]["bridge"]["median"]
+    return [f"`docker run`, paired: median of (pynet run i − bridge run i) over the {diff['n']} interleaved pairs "
+            f"= {diff['median'] * 1e3:+.1f} ms ({diff['median'] / bridge * 100:+.1f} % of bridge's median), "
+            "less sensitive to the machine's drift than the ratio of medians."]
+
+
 def _latency_table(p: dict) -> list[str]:
     c1, c8 = p["latency"]["c1"], p["latency"]["c8"]
     rows = [
@@ -95,6 +102,8 @@ def render(r: dict) -> str:
         f"`bench/run.py{' --quick' if m['mode'] == 'quick' else ''}` in {r.get('elapsed_s', 0):.0f} s",
         "",
         *_docker_table(r["docker"]),
+        "",
+        *_paired_note(r["docker"]),
         "",
         f"pynet alone on its socket (no dockerd), endpoint cycle RequestAddress → CreateEndpoint → Join → "
         f"Leave → DeleteEndpoint → ReleaseAddress on a {r['plugin']['subnet']} pool, one keep-alive "

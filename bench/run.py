@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:
 
 from bench import docker_timing as dt  # noqa: E402
 from bench import plugin_latency as pl  # noqa: E402
+from bench import ports as bench_ports  # noqa: E402
 from bench.call_trace import CallTrace  # noqa: E402
 from bench.report import render  # noqa: E402
 from bench.stats import summary  # noqa: E402
@@ -71,10 +72,10 @@ class Plan:
     trace_runs: int
 
 
-FULL = Plan(run_reps=20, run_warmup=2, iperf_rounds=3, iperf_seconds=5, netcreate_reps=5,
+FULL = Plan(run_reps=30, run_warmup=2, iperf_rounds=3, iperf_seconds=5, netcreate_reps=5,
             warmup_cycles=20, c1_cycles=300, c8_cycles=800, mem_batch=1000, mem_batches=3, trace_runs=10)
-QUICK = Plan(run_reps=10, run_warmup=2, iperf_rounds=3, iperf_seconds=2, netcreate_reps=3,
-             warmup_cycles=10, c1_cycles=100, c8_cycles=200, mem_batch=400, mem_batches=2, trace_runs=5)
+QUICK = Plan(run_reps=10, run_warmup=2, iperf_rounds=2, iperf_seconds=2, netcreate_reps=3,
+             warmup_cycles=10, c1_cycles=100, c8_cycles=200, mem_batch=300, mem_batches=2, trace_runs=3)
 
 
 # ------------------------------------------------------------------------------------------------ facts
@@ -111,8 +112,10 @@ def docker_steps(host: DockerHost, plan: Plan, nets: list[dt.NetSpec]) -> dict:
     gbits = dt.iperf_throughput(host, nets, plan.iperf_rounds, plan.iperf_seconds)
     print(f"  iperf3: {_medians(gbits, 'Gbit/s')}", flush=True)
     netcr = dt.network_create_rm_times(host, dt.scratch_networks(), plan.netcreate_reps)
+    paired = [p - b for b, p in zip(runs["bridge"], runs["pynet"])]  # same interleaved slot: drift cancels
     return {
         "docker_run_s": {k: {**summary(v), "samples": v} for k, v in runs.items()},
+        "docker_run_paired_diff_s": summary(paired),
         "iperf_gbit_s": {k: {**summary(v), "samples": v, "seconds_per_round": plan.iperf_seconds}
                          for k, v in gbits.items()},
         "network_create_rm_s": {k: {"create": summary(v["create"]), "rm": summary(v["rm"]),
@@ -223,6 +226,8 @@ def run_all(host: DockerHost, plan: Plan, quick: bool) -> dict:
     results["docker"] = docker_steps(host, plan, nets)
     print("plugin steps ...", flush=True)
     results["plugin"] = plugin_steps(host, plan)
+    print("published ports ...", flush=True)
+    results["ports"] = bench_ports.ports_steps(host, plan, nets, PYNET_ARGS)  # before profile: it re-homes pynet
     print("profile ...", flush=True)
     results["profile"] = profile_step(host, plan, nets[1])
     dt.remove_networks(host, nets)
@@ -234,6 +239,8 @@ def write_results(results: dict) -> str:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     md = render(results)
+    if "ports" in results:
+        md += "\n" + bench_ports.render(results["ports"])
     (RESULTS / "latest.md").write_text(md)
     return md
 

@@ -6,7 +6,7 @@ and Docker's own isolation knows nothing of pynet's bridges.  pynet therefore
 states the whole policy for its bridges in chains of its own, reached by one
 jump per built-in chain; Docker's chains are never written:
 
-    filter PYNET-FORWARD      (from FORWARD)      what may enter / leave each bridge
+    filter PYNET-FORWARD      (from DOCKER-USER, else FORWARD)   what may enter / leave each bridge
     nat    PYNET-PREROUTING   (from PREROUTING, local destinations)   published ports
     nat    PYNET-OUTPUT       (from OUTPUT, local destinations)       published ports, host-originated
     nat    PYNET-POSTROUTING  (from POSTROUTING)  outbound masquerade, hairpin, loopback publishing
@@ -19,6 +19,13 @@ for Docker's bridges is dropped; the rest is accepted unless the network is
 --internal.  ICC decides traffic within the bridge.  Every "enter" rule comes
 before every "leave" rule, so one network's accept can never pre-empt another
 network's drop.
+
+The filter jump goes at the top of DOCKER-USER when that chain exists: Docker
+keeps DOCKER-USER's jump first in FORWARD (re-arranged on every network create
+and at start) and never edits the chain's contents, whereas it *inserts* its own
+accept rules at the top of FORWARD whenever it creates a bridge -- above any
+jump pynet put there.  Without DOCKER-USER (dockerd --iptables=false, or
+ip6tables unmanaged by dockerd 20.10) the jump goes first in FORWARD.
 
 The rule set is a pure function of the stored networks and published ports
 (``render``), written whole and atomically with one ``iptables-restore
@@ -145,15 +152,26 @@ class IptablesFirewall:
 
     def _apply(self, rules: str, tool: str) -> None:
         _run(self._prefix + [f"{tool}-restore", "-w", "--noflush"], rules)
-        for table, builtin, chain, match in JUMPS:
-            jump = ["-t", table, builtin, *match, "-j", chain]
-            if not self._ok(tool, *jump[:2], "-C", *jump[2:]):
+        for table, builtin, chain, match in self._jumps(tool):
+            if not self._ok(tool, "-t", table, "-C", builtin, *match, "-j", chain):
                 _run(self._prefix + [tool, "-w", "-t", table, "-I", builtin, "1", *match, "-j", chain])
+        if self._has_docker_user(tool):  # a jump left in FORWARD from before dockerd made DOCKER-USER
+            while self._ok(tool, "-t", "filter", "-D", "FORWARD", "-j", CHAIN):
+                pass
+
+    def _jumps(self, tool: str):
+        """JUMPS with the filter jump taken from DOCKER-USER when that chain exists."""
+        user = self._has_docker_user(tool)
+        return [(t, "DOCKER-USER" if user and b == "FORWARD" else b, c, m) for t, b, c, m in JUMPS]
+
+    def _has_docker_user(self, tool: str) -> bool:
+        return self._ok(tool, "-t", "filter", "-S", "DOCKER-USER")
 
     def _remove(self, tool: str) -> None:
-        for table, builtin, chain, match in JUMPS:
+        for table, builtin, chain, match in JUMPS + (("filter", "DOCKER-USER", CHAIN, ()),):
             while self._ok(tool, "-t", table, "-D", builtin, *match, "-j", chain):
                 pass
+        for table, _, chain, _ in JUMPS:
             if self._ok(tool, "-t", table, "-F", chain):
                 self._ok(tool, "-t", table, "-X", chain)
 
@@ -163,16 +181,21 @@ class IptablesFirewall:
     def keep_first(self) -> int:
         """Move pynet's jumps back in front of Docker's rules; returns how many moved.
 
-        dockerd inserts its own FORWARD/nat rules at the top whenever it starts, which
-        would put e.g. its accept for docker0 ahead of pynet's isolation.  The jump
-        belongs right after DOCKER-USER (the user's own chain, which Docker keeps
-        first).  Insert the new jump first, then delete the old one by number, so
-        there is never a moment without it.
+        dockerd inserts its own rules at the top whenever it starts or creates a
+        network.  The filter jump is safe at the top of DOCKER-USER; this check
+        catches the rest (nat jumps, FORWARD without DOCKER-USER, DOCKER-USER
+        appearing after pynet started).  Insert the new jump first, then delete
+        the old one by number, so there is never a moment without it.
         """
         moved = 0
         with self._lock:
             for _, tool in self._families:
-                for table, builtin, chain, match in JUMPS:
+                if self._has_docker_user(tool) and self._ok(tool, "-t", "filter", "-C", "FORWARD", "-j", CHAIN):
+                    # dockerd created DOCKER-USER after pynet started: move the jump there.
+                    self._ok(tool, "-t", "filter", "-I", "DOCKER-USER", "1", "-j", CHAIN)
+                    while self._ok(tool, "-t", "filter", "-D", "FORWARD", "-j", CHAIN):
+                        moved += 1
+                for table, builtin, chain, match in self._jumps(tool):
                     moved += self._move_to_front(tool, table, builtin, " ".join(("-j", chain)))
         return moved
 
@@ -181,7 +204,7 @@ class IptablesFirewall:
         ours = [i for i, r in enumerate(rules) if r.endswith(jump)]
         if not ours:
             return 0
-        want = 1 if rules and rules[0].endswith("-j DOCKER-USER") else 0
+        want = 1 if builtin != "DOCKER-USER" and rules and rules[0].endswith("-j DOCKER-USER") else 0
         if ours[0] == want:
             return 0
         spec = rules[ours[0]].split()[2:]  # "-A FORWARD <match...> -j CHAIN" -> the rule spec

@@ -51,10 +51,11 @@ def check_id(label: str, value: str) -> str:
 
 
 class NetworkService:
-    def __init__(self, store: Store, links: Links, firewall: Firewall, port_probe=None):
+    def __init__(self, store: Store, links: Links, firewall: Firewall, port_probe=None, set_sysctl=None):
         self.repo = Repository(store)
         self.links = links
         self.firewall = firewall
+        self.set_sysctl = set_sysctl or sysctl.ensure  # a kernel write like the others: tests pass a fake
         self.ports = PortReservations(store, port_probe) if port_probe else PortReservations(store)
         self._locks = KeyedLocks()
         self._fw_lock = threading.Lock()
@@ -104,7 +105,11 @@ class NetworkService:
             raise PynetError(str(exc)) from None
         # Loopback publishing (-p 127.0.0.1:X:Y) DNATs 127.0.0.1 towards the bridge,
         # which the kernel only routes off lo with route_localnet on the way out.
-        sysctl.ensure(f"net/ipv4/conf/{net.config.bridge}/route_localnet", "1")
+        self.set_sysctl(f"net/ipv4/conf/{net.config.bridge}/route_localnet", "1")
+        if net.ipv6 and not net.config.internal:
+            # dockerd only turns IPv6 forwarding on when it runs with --ipv6 itself;
+            # without it v6 traffic never leaves a pynet bridge (Docker's bridge does the same).
+            self.set_sysctl("net/ipv6/conf/all/forwarding", "1")
         return created
 
     def _undo_network(self, net: Network, exc: Exception) -> Exception:

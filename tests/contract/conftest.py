@@ -16,10 +16,12 @@ def world():
     store = MemoryStore()
     links, firewall = FakeLinks(), FakeFirewall()
     taken: set = set()  # host ports the fake host reports as in use
-    network = NetworkService(store, links, firewall, port_probe=lambda f, proto, ip, port: port not in taken)
+    sysctls: dict = {}  # never the host's /proc/sys
+    network = NetworkService(store, links, firewall, port_probe=lambda f, proto, ip, port: port not in taken,
+                             set_sysctl=lambda path, value: sysctls.__setitem__(path, value) or True)
     services = Services(network=network, ipam=IpamService(store))
     app = create_app(services)
-    return type("World", (), {"client": app.test_client(), "links": links, "firewall": firewall, "taken": taken,
+    return type("World", (), {"client": app.test_client(), "links": links, "firewall": firewall, "taken": taken, "sysctls": sysctls,
                               "store": store, "services": services})
 
 

@@ -51,6 +51,7 @@ def test_full_lifecycle_as_dockerd_sends_it(world, client):
     assert (status, body) == (200, {})
     assert pool == {"PoolID": "pynet-local/192.168.0.0/16", "Pool": "192.168.0.0/16", "Data": {}}
     assert world.links.links[f"pn-{NID[:12]}"]["addresses"] == {"192.168.0.1/16"}
+    assert world.sysctls == {f"net/ipv4/conf/pn-{NID[:12]}/route_localnet": "1"}  # v4 only: no v6 forwarding
     status, ep, address = start_endpoint(client, pool["PoolID"])
     assert status == 200 and address == "192.168.0.2/16"
     assert ep == {"Interface": {"MacAddress": "02:42:c0:a8:00:02"}}  # derived from the IP, like Docker

@@ -60,7 +60,8 @@ def test_sync_is_idempotent_and_removes_everything(firewall, netns):
     firewall.sync([a, b], eps)
     firewall.sync([a, b], eps)
     assert save(netns) == once
-    assert once.count("-A FORWARD -j PYNET-FORWARD") == 1
+    assert once.count("-A DOCKER-USER -j PYNET-FORWARD") == 1  # Docker keeps DOCKER-USER first
+    assert "-A FORWARD -j PYNET-FORWARD" not in once
     assert "-A PREROUTING -m addrtype --dst-type LOCAL -j PYNET-PREROUTING" in once
     assert "-A PYNET-FORWARD -i pn-aaaaaaaaaaaa -o pn-aaaaaaaaaaaa -j ACCEPT" in once
     assert "-A PYNET-FORWARD -i pn-aaaaaaaaaaaa -j ACCEPT" in once
@@ -92,18 +93,17 @@ def test_icc_false_and_no_masquerade(firewall, netns):
     firewall.sync([], [])
 
 
-def test_keep_first_moves_jumps_back_in_front_of_dockers(firewall, netns):
-    docker_like_rules(netns)
-    firewall.sync([net("d" * 64)], [])
+def test_jump_lives_in_forward_until_docker_user_appears(firewall, netns):
     ns = ["ip", "netns", "exec", netns]
-    # What dockerd does when it starts again: its rules go in at the top.
+    firewall.sync([net("d" * 64)], [])  # pynet started before dockerd: no DOCKER-USER yet
+    assert "-A FORWARD -j PYNET-FORWARD" in save(netns)
+    # dockerd starts: its chain, its jump, and its accept rules inserted at the top.
+    docker_like_rules(netns)
     subprocess.run([*ns, "iptables", "-I", "FORWARD", "1", "-i", "docker0", "!", "-o", "docker0", "-j", "ACCEPT"],
                    check=True)
-    subprocess.run([*ns, "iptables", "-D", "FORWARD", "-j", "DOCKER-USER"], check=True)
-    subprocess.run([*ns, "iptables", "-I", "FORWARD", "1", "-j", "DOCKER-USER"], check=True)
     assert firewall.keep_first() >= 1
-    forward = [l for l in save(netns) if l.startswith("-A FORWARD")]
-    assert forward[:2] == ["-A FORWARD -j DOCKER-USER", "-A FORWARD -j PYNET-FORWARD"]
-    assert forward.count("-A FORWARD -j PYNET-FORWARD") == 1
+    rules = save(netns)
+    assert "-A FORWARD -j PYNET-FORWARD" not in rules and rules.count("-A DOCKER-USER -j PYNET-FORWARD") == 1
     assert firewall.keep_first() == 0  # already in place: nothing to do
     firewall.sync([], [])
+    assert not any("PYNET" in l for l in save(netns))
