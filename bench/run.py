@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pynet benchmark: Docker's built-in bridge driver vs pynet, side by side on one private dockerd.
 
-    /work/venv/bin/python bench/run.py [--quick]      (root; ~5 min, --quick ~2.5 min)
+    /work/venv/bin/python bench/run.py [--quick]      (root; ~6 min, --quick ~2.5 min)
 
 One DockerHost (tests/helpers/dockerhost.py: a dockerd in a network namespace of its own) serves every
 step, with pynet at ``--log-level info`` (its production default):
@@ -18,7 +18,8 @@ step, with pynet at ``--log-level info`` (its production default):
                 cycles (batch 1 = the latency cycles topped up to 1,000); growth from batch 2 on is what a
                 leak would show as (a bounded warm-up, e.g. the store's 10,000-event history filling,
                 stops growing by batch 3).
-6. profile      pynet restarted behind a timing relay (bench/call_trace.py): which calls one
+6. ports        published ports, bridge vs pynet (bench/ports.py; its own section of the report).
+7. profile      pynet restarted behind a timing relay (bench/call_trace.py): which calls one
                 ``docker run`` makes to pynet and how long pynet takes for each.
 
 Results: bench/results/latest.json (all samples) and bench/results/latest.md (tables for the README).
@@ -72,7 +73,7 @@ class Plan:
     trace_runs: int
 
 
-FULL = Plan(run_reps=30, run_warmup=2, iperf_rounds=3, iperf_seconds=5, netcreate_reps=5,
+FULL = Plan(run_reps=30, run_warmup=2, iperf_rounds=7, iperf_seconds=5, netcreate_reps=5,
             warmup_cycles=20, c1_cycles=300, c8_cycles=800, mem_batch=1000, mem_batches=3, trace_runs=10)
 QUICK = Plan(run_reps=10, run_warmup=2, iperf_rounds=2, iperf_seconds=2, netcreate_reps=3,
              warmup_cycles=10, c1_cycles=100, c8_cycles=200, mem_batch=300, mem_batches=2, trace_runs=3)
@@ -247,7 +248,7 @@ def write_results(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (~2.5 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (~2.5 min instead of ~6)")
     args = parser.parse_args(argv)
     missing = prerequisites_missing()
     if missing:

@@ -99,8 +99,9 @@ def nat_rules(net: Network, family: int) -> list[str]:
         rules.append(f"-A PYNET-POSTROUTING -s {subnet} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE")
     if family == 4:
         # Loopback publishing: 127.0.0.1 may only leave lo with route_localnet, and the
-        # container must answer the bridge's address, not 127.0.0.1.
-        rules.append(f"-A PYNET-POSTROUTING -o {br} -m addrtype --src-type LOCAL -j MASQUERADE")
+        # container must answer the bridge's address, not 127.0.0.1.  Other host
+        # addresses need no rewriting (replies route back by themselves), as with Docker.
+        rules.append(f"-A PYNET-POSTROUTING -s 127.0.0.0/8 -o {br} -j MASQUERADE")
     return rules
 
 

@@ -5,17 +5,18 @@ Design note.  Every write is an ``ensure_*``/``delete_*`` pair (style.md §4):
 recreates it and logs why; ``delete`` treats "not there" as success.  The
 handle is bound to a network namespace when it is opened (``IPRoute()`` for
 the one pynet runs in, ``IPRoute(netns=...)`` in tests), so no serving thread
-ever changes namespace.  pyroute2's synchronous IPRoute is not meant to be
-shared by threads, and the kernel serialises link changes under the RTNL lock
-anyway, so one lock guards the handle.
+ever changes namespace.  One dedicated thread owns the handle and runs every
+call: pyroute2's synchronous IPRoute is not meant to be shared by threads (from
+any thread but its owner it builds a new event loop per request, and remembers
+each one), and the kernel serialises link changes under the RTNL lock anyway.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import threading
-from contextlib import contextmanager
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
@@ -73,22 +74,32 @@ def open_handle(netns: str | None = None) -> IPRoute:
     return IPRoute(groups=0, netns=netns) if netns else IPRoute(groups=0)
 
 
+def _owned(method):
+    """Run the method on the handle's owner thread (see the module note)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        return self._on_owner(method, self, *args, **kwargs)
+    return wrapper
+
+
 class Links:
     def __init__(self, ipr: IPRoute | None = None):
-        self._ipr = ipr or open_handle()
-        self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pynet-netlink")
+        self._ipr = ipr or self._thread.submit(open_handle).result()
 
-    @contextmanager
-    def _locked(self):
-        with self._lock:
+    def _on_owner(self, fn, *args, **kwargs):
+        """Run ``fn`` on the thread that owns the handle, then drop orphaned replies there."""
+        def call():
             try:
-                yield
+                return fn(*args, **kwargs)
             finally:
                 self._drop_orphans()
+        return self._thread.submit(call).result()
+
 
     def close(self) -> None:
-        with self._lock:
-            self._ipr.close()
+        self._on_owner(self._ipr.close)
+        self._thread.shutdown()
 
     def _drop_orphans(self) -> None:
         """Empty the handle's queue of replies that no request is waiting for.
@@ -99,22 +110,23 @@ class Links:
         pynet listens to no events (``groups=0``), so everything there is such an
         orphan, and without this the queue grows by one message per call
         (measured: ~12 KiB of RSS per endpoint cycle).  Called with the lock
-        held, between requests, when the handle's event loop is idle.
+        on the owner thread between requests, when the handle's event loop is idle.
         """
         queue = getattr(getattr(getattr(self._ipr, "asyncore", None), "msg_queue", None), "root", None)
         while queue is not None and not queue.empty():
             queue.get_nowait()
             queue.task_done()
 
+    @_owned
     def queued(self) -> int:
         """Messages waiting in the handle's root queue (tests assert this stays 0)."""
         queue = getattr(getattr(getattr(self._ipr, "asyncore", None), "msg_queue", None), "root", None)
         return queue.qsize() if queue is not None else 0
 
     # -- reading -------------------------------------------------------------
+    @_owned
     def get(self, name: str) -> LinkInfo | None:
-        with self._locked():
-            return self._get(name)
+        return self._get(name)
 
     def _get(self, name: str) -> LinkInfo | None:
         try:
@@ -125,19 +137,20 @@ class Links:
             raise
         return _info(msg)
 
+    @_owned
     def names(self) -> list[str]:
-        with self._locked():
-            return [m.get("ifname") for m in self._ipr.get_links()]
+        return [m.get("ifname") for m in self._ipr.get_links()]
 
+    @_owned
     def addresses(self, name: str) -> set[str]:
-        with self._locked():
-            link = self._get(name)
-            return self._addresses(link.index) if link else set()
+        link = self._get(name)
+        return self._addresses(link.index) if link else set()
 
     def _addresses(self, index: int) -> set[str]:
         return {f"{a.get('address')}/{a['prefixlen']}" for a in self._ipr.get_addr(index=index)}
 
     # -- bridge ----------------------------------------------------------------
+    @_owned
     def ensure_bridge(self, spec: BridgeSpec, adopt_foreign: bool = False) -> bool:
         """Make ``spec.name`` a bridge that is up with ``spec``'s MTU, MAC and addresses.
 
@@ -146,23 +159,22 @@ class Links:
         bridge), where it is refused.  Addresses other than the wanted ones are
         left alone on an adopted bridge and removed on a pynet-named one.
         """
-        with self._locked():
+        link = self._get(spec.name)
+        created = False
+        if link and link.kind != "bridge":
+            if adopt_foreign:
+                raise KernelError(f"link {spec.name!r} exists and is not a bridge ({link.kind})")
+            log.warning("replacing link %s: it is a %s, not a bridge", spec.name, link.kind)
+            self._delete(spec.name)
+            link = None
+        if link is None:
+            self._call("create bridge", spec.name, self._ipr.link, "add", ifname=spec.name, kind="bridge",
+                       mtu=spec.mtu, address=spec.mac)
+            created = True
             link = self._get(spec.name)
-            created = False
-            if link and link.kind != "bridge":
-                if adopt_foreign:
-                    raise KernelError(f"link {spec.name!r} exists and is not a bridge ({link.kind})")
-                log.warning("replacing link %s: it is a %s, not a bridge", spec.name, link.kind)
-                self._delete(spec.name)
-                link = None
-            if link is None:
-                self._call("create bridge", spec.name, self._ipr.link, "add", ifname=spec.name, kind="bridge",
-                           mtu=spec.mtu, address=spec.mac)
-                created = True
-                link = self._get(spec.name)
-            self._call("configure bridge", spec.name, self._ipr.link, "set", index=link.index, mtu=spec.mtu, state="up")
-            self._sync_addresses(link, spec.addresses, prune=not adopt_foreign)
-            return created
+        self._call("configure bridge", spec.name, self._ipr.link, "set", index=link.index, mtu=spec.mtu, state="up")
+        self._sync_addresses(link, spec.addresses, prune=not adopt_foreign)
+        return created
 
     def _sync_addresses(self, link: LinkInfo, wanted: tuple[str, ...], prune: bool) -> None:
         have = self._addresses(link.index)
@@ -180,6 +192,7 @@ class Links:
                        address=ip, prefixlen=int(plen))
 
     # -- veth --------------------------------------------------------------------
+    @_owned
     def ensure_veth(self, spec: VethSpec) -> bool:
         """Make the pair exist, the host end up on ``spec.bridge``, both ends at ``spec.mtu``.
 
@@ -189,13 +202,12 @@ class Links:
         already attached and up; anything in the way sends it down the full
         check-and-repair path.
         """
-        with self._locked():
-            bridge = self._get(spec.bridge)
-            if bridge is None:
-                raise KernelError(f"could not attach {spec.host!r}: bridge {spec.bridge!r} does not exist")
-            if self._try_create_veth(spec, bridge.index):
-                return True
-            return self._repair_veth(spec, bridge)
+        bridge = self._get(spec.bridge)
+        if bridge is None:
+            raise KernelError(f"could not attach {spec.host!r}: bridge {spec.bridge!r} does not exist")
+        if self._try_create_veth(spec, bridge.index):
+            return True
+        return self._repair_veth(spec, bridge)
 
     def _try_create_veth(self, spec: VethSpec, master: int) -> bool:
         peer = {"ifname": spec.peer, "mtu": spec.mtu}
@@ -239,10 +251,10 @@ class Links:
         return False
 
     # -- delete ------------------------------------------------------------------
+    @_owned
     def delete(self, name: str) -> bool:
         """Delete link ``name``; True if it existed.  Absence is success."""
-        with self._locked():
-            return self._delete(name)
+        return self._delete(name)
 
     def _delete(self, name: str) -> bool:
         try:
