@@ -36,6 +36,8 @@ def build_services(settings: Settings):
     from plugin.app import Services
     from store import open_store
 
+    for noisy in ("pyroute2", "asyncio"):  # after importing pyroute2, which sets its own level
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     store = open_store(settings.state_dir)
     network = NetworkService(store, Links(), IptablesFirewall())
     return Services(network=network, ipam=IpamService(store, settings.default_pools))
@@ -124,8 +126,6 @@ def _check_socket(path: str) -> None:
 def serve(settings: Settings) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pyroute2", "asyncio"):  # their debug output would drown pynet's own
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     _check_socket(settings.socket)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     log.info("pynet serving driver %r on %s, state in %s", settings.driver_name, settings.socket, settings.state_dir)
