@@ -230,3 +230,17 @@ def memory_snapshot(root_pid: int, label: str, cycles_done: int) -> dict:
     worker_kib, arbiter_kib = vm_rss_kib(workers[0]), vm_rss_kib(arbiter)
     return {"label": label, "cycles_done": cycles_done, "worker_pid": workers[0], "arbiter_pid": arbiter,
             "worker_kib": worker_kib, "arbiter_kib": arbiter_kib, "total_kib": worker_kib + arbiter_kib}
+
+
+def wait_for_socket(path, timeout: float = 15) -> None:
+    """Block until a unix socket accepts connections (pynet restarted behind the relay)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(path))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+        time.sleep(0.05)

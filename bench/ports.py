@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from pathlib import Path
 
 from bench import docker_timing as dt
 from bench.call_trace import CallTrace
+from bench.plugin_latency import wait_for_socket
 from bench.stats import ratio, summary
 from plugin.ports_cli import fetch_ports
 from tests.helpers.dockerhost import DockerHost, DockerHostError, _bin
@@ -112,21 +112,6 @@ def publish_100(host: DockerHost, nets: list[dt.NetSpec], reps: int) -> dict[str
     return out
 
 
-def _wait_for_socket(path: Path, timeout: float = 15) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            try:
-                s.connect(str(path))
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-        time.sleep(0.05)
-
-
 def plugin_times(host: DockerHost, net: dt.NetSpec, reps: int, pynet_args: tuple[str, ...]) -> dict:
     """pynet's own time (round trip at the relay) for ProgramExternalConnectivity / RevokeExternalConnectivity
     of a 100-port container; pynet is serving on its usual socket again afterwards."""
@@ -136,7 +121,7 @@ def plugin_times(host: DockerHost, net: dt.NetSpec, reps: int, pynet_args: tuple
     per_call: dict[str, list[float]] = {}
     try:
         host.start_pynet(extra_args=(*pynet_args, "--socket", str(upstream)))
-        _wait_for_socket(upstream)
+        wait_for_socket(upstream)
         for _ in range(reps):
             t0 = time.monotonic()
             try:

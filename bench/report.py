@@ -52,7 +52,7 @@ def _paired_note(d: dict) -> list[str]:
 def _latency_table(p: dict) -> list[str]:
     c1, c8 = p["latency"]["c1"], p["latency"]["c8"]
     rows = [
-        f"| call (ms) | c=1 p50 | c=1 p99 | c=8 p50 | c=8 p99 |",
+        "| call (ms) | c=1 p50 | c=1 p99 | c=8 p50 | c=8 p99 |",
         "|---|---:|---:|---:|---:|",
     ]
     for name in CALL_ROWS:

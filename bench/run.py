@@ -32,7 +32,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -168,19 +167,6 @@ def plugin_steps(host: DockerHost, plan: Plan) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ profile
-def _wait_for_socket(path: Path, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            try:
-                s.connect(str(path))
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-        time.sleep(0.05)
-
-
 def profile_step(host: DockerHost, plan: Plan, net: dt.NetSpec) -> dict:
     """pynet restarted behind the timing relay; the calls of ``trace_runs`` docker runs on ``net``."""
     upstream = host.workdir / "pynet-upstream.sock"
@@ -189,7 +175,7 @@ def profile_step(host: DockerHost, plan: Plan, net: dt.NetSpec) -> dict:
     try:
         # the later --socket wins over the harness's; the relay holds the socket dockerd knows
         host.start_pynet(extra_args=(*PYNET_ARGS, "--socket", str(upstream)))
-        _wait_for_socket(upstream)
+        pl.wait_for_socket(upstream)
         dt.timed_docker(host, "run", "--rm", "--network", net.name, "busybox:local", "true")  # warm-up
         runs = []
         for _ in range(plan.trace_runs):

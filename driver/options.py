@@ -26,8 +26,6 @@ HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 MODE, OVERLAY, VNI, BRIDGE_NAME = "pynet.mode", "pynet.overlay", "pynet.vni", "pynet.bridge_name"
 
 KNOWN_GENERIC = {MTU, MASQUERADE, ICC, HOST_BINDING, MODE, OVERLAY, VNI, BRIDGE_NAME}
-# Options dockerd's CLI may add for every driver, which only matter to Docker's own bridge.
-IGNORED_GENERIC = {"com.docker.network.bridge.name"} - KNOWN_GENERIC
 
 MAC_OPTION = "com.docker.network.endpoint.macaddress"
 EXPOSED = "com.docker.network.endpoint.exposedports"
@@ -60,7 +58,7 @@ def parse_network_options(network_id: str, options: dict) -> NetworkConfig:
     generic = options.get(GENERIC) or {}
     if not isinstance(generic, dict):
         raise BadRequest(f"{GENERIC} must be an object")
-    unknown = sorted(set(generic) - KNOWN_GENERIC - IGNORED_GENERIC)
+    unknown = sorted(set(generic) - KNOWN_GENERIC)
     if unknown:
         raise BadRequest(f"unknown network option {unknown[0]!r} (pynet knows: {', '.join(sorted(KNOWN_GENERIC))})")
     mode = str(generic.get(MODE, "bridge"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from plugin import settings as settings_mod
@@ -43,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ports":
         from plugin import ports_cli
 
-        args.socket = args.socket or settings_mod.resolve({}).socket
-        args.docker_host = args.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        return ports_cli.main(args)
+        return ports_cli.main(args)  # it resolves --socket / --docker-host defaults itself
     if args.command != "serve":
         parser.print_help()
         return 2

@@ -248,20 +248,3 @@ def main(args) -> int:
     sys.stdout.write(format_json(rows) if getattr(args, "json", False) else format_table(rows))
     return 0
 
-
-def add_arguments(parser) -> None:
-    """The subcommand's arguments, for plugin/cli.py (``sub.add_parser("ports", ...)``)."""
-    parser.add_argument("target", nargs="?", metavar="CONTAINER-or-NETWORK",
-                        help="only this container or network (name or ID prefix)")
-    parser.add_argument("--socket", help=f"pynet's plugin socket [PYNET_SOCKET, default {DEFAULT_SOCKET}]")
-    parser.add_argument("--docker-host", dest="docker_host",
-                        help=f"Docker Engine API [DOCKER_HOST, default {DEFAULT_DOCKER_HOST}]")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-
-
-if __name__ == "__main__":  # python -m plugin.ports_cli [...] works before cli.py wires the subcommand
-    import argparse
-
-    _p = argparse.ArgumentParser(prog="pynet ports", description=__doc__.split("\n", 1)[0])
-    add_arguments(_p)
-    sys.exit(main(_p.parse_args()))

@@ -117,13 +117,7 @@ def test_dockerd_restart(dockerhost, cleanup):
         cleanup.container(name)
         h.docker("run", "-d", "--name", name, "--restart", "always", "--network", "survive", IMG, "sleep", "1d")
     h.restart_dockerd()
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        running = h.docker("ps", "--format", "{{.Names}}").stdout.split()
-        if {"s1", "s2"} <= set(running):
-            break
-        time.sleep(1)
-    else:
-        raise AssertionError(f"restart-always containers did not come back: {running}")
+    back = wait_until(lambda: {"s1", "s2"} <= set(h.docker("ps", "--format", "{{.Names}}").stdout.split()), 60, 1)
+    assert back, "restart-always containers did not come back: " + h.docker("ps", "-a").stdout
     h.docker("exec", "s1", "ping", "-c1", "-W2", "s2")
     assert h.container_ip("s1", "survive") != h.container_ip("s2", "survive")
