@@ -8,6 +8,7 @@ pynet's leftovers.  Linux caps interface names at 15 bytes:
     bridge        pn-<network-id[:12]>     e.g. pn-2f234f73c230
     host veth     pnh<endpoint-id[:12]>    stays on the bridge
     container     pnc<endpoint-id[:12]>    handed to dockerd (SrcName), renamed eth<N>
+    vxlan         pnv<network-id[:12]>     overlay networks: the tunnel port on the bridge
 
 Twelve hex digits are 48 bits; a collision between two live IDs is refused
 when the second network is created rather than silently sharing a bridge.
@@ -22,10 +23,15 @@ import re
 IFNAME_MAX = 15
 BRIDGE_RE = re.compile(r"^pn-([0-9a-f]{12})$")
 VETH_RE = re.compile(r"^pn([hc])([0-9a-f]{12})$")
+VXLAN_RE = re.compile(r"^pnv([0-9a-f]{12})$")
 
 
 def bridge_name(network_id: str) -> str:
     return f"pn-{network_id[:12]}"
+
+
+def vxlan_name(network_id: str) -> str:
+    return f"pnv{network_id[:12]}"
 
 
 def host_veth(endpoint_id: str) -> str:
@@ -39,6 +45,9 @@ def container_veth(endpoint_id: str) -> str:
 def owner_of(ifname: str) -> tuple[str, str] | None:
     """("network", id-prefix) or ("endpoint", id-prefix) for a pynet-made name, else None."""
     m = BRIDGE_RE.match(ifname)
+    if m:
+        return ("network", m.group(1))
+    m = VXLAN_RE.match(ifname)
     if m:
         return ("network", m.group(1))
     m = VETH_RE.match(ifname)
@@ -73,3 +82,13 @@ def bridge_mac(network_id: str) -> str:
 
 def valid_ifname(name: str) -> bool:
     return 0 < len(name.encode()) <= IFNAME_MAX and not re.search(r"[\s/:]", name) and name not in (".", "..")
+
+
+def overlay_gateway_mac(overlay: str) -> str:
+    """The distributed gateway's MAC: one per overlay, the same on every host.
+
+    Every host's bridge answers for the gateway with this MAC, so a container
+    that moves or whose ARP entry outlives a host keeps a valid gateway, and no
+    frame for the gateway ever needs to cross the tunnel."""
+    raw = hashlib.sha256(("overlay-gateway:" + overlay).encode()).digest()[:5]
+    return "02:" + ":".join(f"{b:02x}" for b in raw)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from common.errors import BadRequest
@@ -53,8 +54,17 @@ def _int(key: str, value, lo: int, hi: int) -> int:
     return n
 
 
-def parse_network_options(network_id: str, options: dict) -> NetworkConfig:
-    """The NetworkConfig for CreateNetwork's ``Options``; BadRequest names any bad option."""
+OVERLAY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+VNI_MAX = 16_777_215
+
+
+def parse_network_options(network_id: str, options: dict, multi_host: bool = False) -> NetworkConfig:
+    """The NetworkConfig for CreateNetwork's ``Options``; BadRequest names any bad option.
+
+    ``multi_host``: pynet runs with a cluster store (--etcd), so overlay mode is
+    available.  An overlay without ``pynet.overlay`` is named after the network
+    ID; its MTU stays 0 here and the service derives it from the underlay.
+    """
     generic = options.get(GENERIC) or {}
     if not isinstance(generic, dict):
         raise BadRequest(f"{GENERIC} must be an object")
@@ -64,11 +74,20 @@ def parse_network_options(network_id: str, options: dict) -> NetworkConfig:
     mode = str(generic.get(MODE, "bridge"))
     if mode not in ("bridge", "overlay"):
         raise BadRequest(f"option {MODE}={mode!r}: expected bridge or overlay")
+    overlay, vni = "", 0
     if mode == "overlay":
-        raise BadRequest(f"option {MODE}=overlay needs a multi-host pynet (pynet serve --etcd URLS); this one is single-host")
-    for key in (OVERLAY, VNI):
-        if key in generic:
-            raise BadRequest(f"option {key} only applies to {MODE}=overlay networks")
+        if not multi_host:
+            raise BadRequest(f"option {MODE}=overlay needs a multi-host pynet (pynet serve --etcd URLS); "
+                             "this one is single-host")
+        overlay = str(generic.get(OVERLAY, "")) or network_id
+        if not OVERLAY_NAME.match(overlay):
+            raise BadRequest(f"option {OVERLAY}={overlay!r}: 1-63 letters, digits, '_', '.' or '-', "
+                             "starting with a letter or digit")
+        vni = _int(VNI, generic[VNI], 1, VNI_MAX) if VNI in generic else 0
+    else:
+        for key in (OVERLAY, VNI):
+            if key in generic:
+                raise BadRequest(f"option {key} only applies to {MODE}=overlay networks")
     bridge = str(generic.get(BRIDGE_NAME, "")) or names.bridge_name(network_id)
     if not names.valid_ifname(bridge):
         raise BadRequest(f"option {BRIDGE_NAME}={bridge!r}: not a valid interface name (1-15 bytes, no spaces, '/' or ':')")
@@ -77,16 +96,19 @@ def parse_network_options(network_id: str, options: dict) -> NetworkConfig:
         ipaddress.IPv4Address(host_ip)
     except ValueError:
         raise BadRequest(f"option {HOST_BINDING}={host_ip!r}: not an IPv4 address") from None
+    default_mtu = 0 if mode == "overlay" else 1500
     return NetworkConfig(
         mode=mode,
         bridge=bridge,
         bridge_given=BRIDGE_NAME in generic,
-        mtu=_int(MTU, generic[MTU], 68, 65535) if MTU in generic else 1500,
+        mtu=_int(MTU, generic[MTU], 68, 65535) if MTU in generic else default_mtu,
         internal=_bool("--internal", options.get("com.docker.network.internal", False)),
         enable_ipv6=_bool("--ipv6", options.get("com.docker.network.enable_ipv6", False)),
         masquerade=_bool(MASQUERADE, generic.get(MASQUERADE, True)),
         icc=_bool(ICC, generic.get(ICC, True)),
         host_binding_ipv4=host_ip,
+        overlay=overlay,
+        vni=vni,
     )
 
 

@@ -8,6 +8,12 @@ for every stored record (driver/reconcile.py), so "create" and "come back after
 a reboot" cannot drift apart.  Deletes tolerate absence: dockerd only logs
 their errors (protocol.md §3.4, §3.8) and may send them twice.
 
+Overlay networks (``pynet.mode=overlay``, only with a cluster store) are the
+same bridge plus a VXLAN port; ``self.cluster`` (cluster/service.py) claims the
+overlay in etcd, advertises endpoints and fills the VXLAN device's tables.  The
+bridge carries the overlay's gateway with one MAC on every host (distributed
+gateway), so traffic for the gateway never crosses the tunnel.
+
 The veth pair is made in CreateEndpoint (so a failure is reported before the
 container starts) and handed over in Join: dockerd moves ``SrcName`` into the
 container, renames it eth<N> and configures addresses and routes itself.
@@ -25,7 +31,7 @@ from common.errors import BadRequest, Conflict, NotFound, PynetError
 from driver import names, options
 from driver.firewall import Firewall
 from driver.kernel import sysctl
-from driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec
+from driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec, VxlanSpec
 from driver.ports import Binding, PortReservations, families_for, parse_requests
 from driver.locks import KeyedLocks
 from driver.models import Endpoint, IPAMData, Network
@@ -51,8 +57,10 @@ def check_id(label: str, value: str) -> str:
 
 
 class NetworkService:
-    def __init__(self, store: Store, links: Links, firewall: Firewall, port_probe=None, set_sysctl=None):
+    def __init__(self, store: Store, links: Links, firewall: Firewall, port_probe=None, set_sysctl=None,
+                 cluster=None):
         self.repo = Repository(store)
+        self.cluster = cluster  # cluster.service.ClusterService when multi-host, else None
         self.links = links
         self.firewall = firewall
         self.set_sysctl = set_sysctl or sysctl.ensure  # a kernel write like the others: tests pass a fake
@@ -63,28 +71,63 @@ class NetworkService:
     # -- networks ------------------------------------------------------------------
     def create_network(self, network_id: str, opts: dict, ipv4: list[IPAMData], ipv6: list[IPAMData]) -> None:
         check_id("NetworkID", network_id)
-        config = options.parse_network_options(network_id, opts)
+        config = options.parse_network_options(network_id, opts, multi_host=self.cluster is not None)
         for data in ipv4 + ipv6:
             options.validate_cidr("pool", data.pool)
             options.validate_cidr("gateway", data.gateway)
         net = Network(id=network_id, config=config, ipv4=tuple(ipv4), ipv6=tuple(ipv6))
+        if config.mode == "overlay":
+            net = self._overlay_config(net)
         with self._locks.hold(network_id):
             self._check_bridge_free(net)
             if config.bridge_given and self.links.get(config.bridge) is not None:
                 # A user-named bridge that already exists is adopted, and left in place at DeleteNetwork.
                 net = replace(net, bridge_created=False)
-            existing = self.repo.add_network(net)
+            claimed = None
+            if config.mode == "overlay":
+                claimed, created = self.cluster.claim(net)  # etcd: the overlay's VNI, pools, gateway
+                net = replace(net, config=replace(net.config, vni=claimed.vni))
+                claimed = claimed if created else None
+            try:
+                existing = self.repo.add_network(net)
+            except Exception:
+                if claimed is not None:
+                    self.cluster.undo(claimed)
+                raise
             if existing is not None:
                 if replace(existing, bridge_created=net.bridge_created) != net:
                     raise Conflict(f"network {network_id[:12]} already exists with other settings")
                 net = existing  # a retried CreateNetwork: make sure the kernel matches, nothing more
             try:
                 self.ensure_network(net)
+                if config.mode == "overlay":
+                    self.cluster.join(net)
             except Exception as exc:
                 if existing is None:
-                    raise self._undo_network(net, exc) from exc
+                    raise self._undo_network(net, exc, claimed) from exc
                 raise
         self.sync_firewall()
+
+    def _overlay_config(self, net: Network) -> Network:
+        """Check an overlay create against this host, and settle its MTU (underlay - 50 by default)."""
+        config = net.config
+        for data in net.ipv4 + net.ipv6:
+            if data.address_space not in ("pynet-local", "pynet-global"):
+                raise BadRequest(f"pynet.mode=overlay needs --ipam-driver pynet (addresses must be unique across "
+                                 f"hosts); this network uses the {data.address_space or 'default'!r} address space")
+        if not net.ipv4 and not net.ipv6:
+            raise BadRequest("pynet.mode=overlay needs an address pool")
+        for other in self.repo.networks():
+            if other.id != net.id and other.config.overlay == config.overlay:
+                raise Conflict(f"overlay {config.overlay!r} already has network {other.id[:12]} on this host")
+        try:
+            limit = self.cluster.default_mtu()
+        except KernelError as exc:
+            raise PynetError(str(exc)) from None
+        if config.mtu > limit:
+            raise BadRequest(f"option {options.MTU}={config.mtu}: the underlay carries at most {limit} "
+                             f"inside VXLAN (underlay MTU - 50)")
+        return replace(net, config=replace(config, mtu=config.mtu or limit))
 
     def _check_bridge_free(self, net: Network) -> None:
         for other in self.repo.networks():
@@ -93,14 +136,23 @@ class NetworkService:
 
     def ensure_network(self, net: Network) -> bool:
         """Make the kernel match ``net`` (its bridge and gateway addresses). True if the bridge was created."""
+        overlay = net.config.mode == "overlay"
+        if overlay and self.cluster is None:
+            raise PynetError(f"network {net.id[:12]} is overlay {net.config.overlay!r}: "
+                             "start pynet with --etcd to bring it back")
         spec = BridgeSpec(
             name=net.config.bridge,
             mtu=net.config.mtu,
-            mac=names.bridge_mac(net.id),
+            mac=names.overlay_gateway_mac(net.config.overlay) if overlay else names.bridge_mac(net.id),
             addresses=tuple(net.gateways()),
         )
         try:
             created = self.links.ensure_bridge(spec, adopt_foreign=net.config.bridge_given)
+            if overlay:
+                self.links.ensure_vxlan(VxlanSpec(name=names.vxlan_name(net.id), vni=net.config.vni,
+                                                  local=self.cluster.vtep, bridge=net.config.bridge,
+                                                  mtu=net.config.mtu))
+                self.cluster.program(net, reread=True)
         except KernelError as exc:
             raise PynetError(str(exc)) from None
         # Loopback publishing (-p 127.0.0.1:X:Y) DNATs 127.0.0.1 towards the bridge,
@@ -112,12 +164,16 @@ class NetworkService:
             self.set_sysctl("net/ipv6/conf/all/forwarding", "1")
         return created
 
-    def _undo_network(self, net: Network, exc: Exception) -> Exception:
+    def _undo_network(self, net: Network, exc: Exception, claimed=None) -> Exception:
         """Remove what a failed create made; the error says what failed and how the rollback went."""
         try:
+            if net.config.mode == "overlay":
+                self.links.delete(names.vxlan_name(net.id))
             if net.bridge_created:
                 self.links.delete(net.config.bridge)
             self.repo.remove_network(net.id)
+            if claimed is not None:
+                self.cluster.undo(claimed)
         except Exception as undo_exc:  # report both, never mask the original failure
             return PynetError(f"{exc}; rollback also failed: {undo_exc}")
         cls = type(exc) if isinstance(exc, PynetError) else PynetError
@@ -130,9 +186,15 @@ class NetworkService:
                 return
             for ep in self.repo.endpoints(network_id):
                 self._remove_endpoint(ep)
+            if net.config.mode == "overlay":
+                self.links.delete(names.vxlan_name(net.id))
             if net.bridge_created:
                 self.links.delete(net.config.bridge)
             self.repo.remove_network(network_id)
+        if net.config.mode == "overlay" and self.cluster is not None:
+            # dockerd only logs DeleteNetwork errors and forgets the network: with etcd down,
+            # the agent's housekeeping finishes this (a member key without a network) later.
+            _best_effort(lambda: self.cluster.leave(net), f"leaving overlay {net.config.overlay!r}")
         self.sync_firewall()
 
     def sync_firewall(self) -> None:
@@ -165,9 +227,12 @@ class NetworkService:
                 raise Conflict(f"endpoint {endpoint_id[:12]} already exists with other settings")
             try:
                 self.ensure_endpoint(net, ep)
+                if net.config.mode == "overlay":
+                    self.cluster.advertise(net, ep)  # the other hosts program their tunnels from this
             except Exception as exc:
                 self._remove_endpoint(ep)
-                raise PynetError(f"could not create endpoint {endpoint_id[:12]}: {exc}; rolled back") from exc
+                cls = type(exc) if isinstance(exc, PynetError) else PynetError
+                raise cls(f"could not create endpoint {endpoint_id[:12]}: {exc}; rolled back") from exc
         return "" if given_mac else mac
 
     def ensure_endpoint(self, net: Network, ep: Endpoint) -> bool:
@@ -199,6 +264,9 @@ class NetworkService:
             ep = self.repo.endpoint(network_id, endpoint_id)
             if ep is not None:
                 self._remove_endpoint(ep)
+        net = self.repo.network(network_id) if ep is not None else None
+        if net is not None and net.config.mode == "overlay" and self.cluster is not None:
+            _best_effort(lambda: self.cluster.withdraw(net, ep), f"withdrawing endpoint {endpoint_id[:12]}")
         if ep is not None and ep.published:
             self.sync_firewall()
 
@@ -280,6 +348,13 @@ class NetworkService:
     def published(self) -> list[tuple[Endpoint, dict]]:
         """Every published binding with its endpoint, for `pynet ports`."""
         return [(ep, b) for ep in self.repo.endpoints() for b in ep.published]
+
+
+def _best_effort(fn, what: str) -> None:
+    try:
+        fn()
+    except Exception as exc:  # the cluster agent retries; the local delete already happened
+        log.warning("%s failed (will be retried in the background): %s", what, exc)
 
 
 def _gateway_for(pools: tuple[IPAMData, ...], address: str, internal: bool) -> str:

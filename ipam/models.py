@@ -35,10 +35,20 @@ class PoolRecord:
     sub_pool: str = ""
     v6: bool = False
     options: dict = field(default_factory=dict)
+    # Multi-host only: the hosts whose networks use this pool (an overlay's copies
+    # share one pool), and its gateway, reserved once for all of them.
+    holders: tuple[str, ...] = ()
+    gateway: str = ""
 
     def to_json(self) -> dict:
-        return {"sub_pool": self.sub_pool, "v6": self.v6, "options": dict(self.options)}
+        doc = {"sub_pool": self.sub_pool, "v6": self.v6, "options": dict(self.options)}
+        if self.holders:
+            doc["holders"] = list(self.holders)
+        if self.gateway:
+            doc["gateway"] = self.gateway
+        return doc
 
     @classmethod
     def from_json(cls, pool: str, doc: dict) -> "PoolRecord":
-        return cls(pool, doc.get("sub_pool") or "", bool(doc.get("v6")), dict(doc.get("options") or {}))
+        return cls(pool, doc.get("sub_pool") or "", bool(doc.get("v6")), dict(doc.get("options") or {}),
+                   tuple(doc.get("holders") or ()), doc.get("gateway") or "")

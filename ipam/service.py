@@ -12,9 +12,18 @@ Rules worth knowing (Docker's built-in IPAM is the reference where silent):
   (or equals) a held one is a Conflict.  This is what ends dockerd's overlap loop
   (§4.3): it may re-request a default pool while still holding the previous answer.
 * Releases never fail for unknown pools or addresses (§4.4, §4.6).
+
+Multi-host (``host_id`` given, the store is etcd): pools and addresses are
+cluster-wide.  The copies of one overlay on several hosts request the same
+explicit pool, so an identical request from another host *shares* the pool
+(the host is added to its holders) instead of conflicting; the gateway is
+reserved once and handed to every holder; the pool and its gateway are only
+released when the last holder releases it.  Overlapping pools still conflict.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from common.errors import BadRequest, Conflict, Exhausted, NotFound
 from ipam import allocator
@@ -36,8 +45,9 @@ KNOWN_POOL_OPTIONS: frozenset[str] = frozenset()  # none yet; see _check_pool_op
 class IpamService:
     """The IPAM driver.  Every method is safe to call from many threads at once."""
 
-    def __init__(self, store: Store, default_pools: str = DEFAULT_POOLS) -> None:
+    def __init__(self, store: Store, default_pools: str = DEFAULT_POOLS, host_id: str = "") -> None:
         self._store = store
+        self._host = host_id  # "" = single host: nothing is shared
         self._registry = PoolRegistry(store)
         self._defaults = parse_default_pools(default_pools)
 
@@ -59,7 +69,7 @@ class IpamService:
         _check_pool_options(options)
         if pool:
             record = _explicit_record(pool, sub_pool, v6)
-            chosen = self._registry.update(address_space, lambda held: _hold_explicit(record, held))
+            chosen = self._registry.update(address_space, lambda held: _hold_explicit(record, held, self._host))
         elif sub_pool:
             raise BadRequest(f"sub-pool {sub_pool!r} given without a pool; --ip-range needs --subnet")
         else:
@@ -71,6 +81,8 @@ class IpamService:
         ref = parse_pool_id(pool_id)
         if ref is None or self._registry.lookup(ref) is None:
             return
+        if self._host and self._registry.update(ref.space, lambda held: _drop_holder(held, ref, self._host)):
+            return  # other hosts still use the pool
         # Claims first, pool last: a crash in between leaves the pool held and a
         # repeated ReleasePool finishes the job; the reverse order could delete
         # claims of a new incarnation of the same CIDR.
@@ -84,7 +96,7 @@ class IpamService:
             bases = ", ".join(str(d.base) for d in self._defaults if (d.base.version == 6) == v6)
             raise Exhausted(f"no free default pool left for IPv{6 if v6 else 4} in {bases or 'nothing'} "
                             "(every candidate overlaps a held pool); use --subnet")
-        record = PoolRecord(str(candidate), "", v6, {})
+        record = PoolRecord(str(candidate), "", v6, {}, (self._host,) if self._host else ())
         held[record.pool] = record
         return record, True
 
@@ -100,6 +112,8 @@ class IpamService:
         """
         rng = self._range(pool_id)
         kind = allocator.GATEWAY if _is_gateway(options) else allocator.ENDPOINT
+        if self._host and kind == allocator.GATEWAY:
+            return self._shared_gateway(pool_id, rng, address)
         if address:
             ip = allocator.claim_specific(self._store, rng, parse_address(address), kind)
         elif kind == allocator.GATEWAY:
@@ -118,8 +132,36 @@ class IpamService:
         if ref is None:
             return
         pool = parse_network(ref.pool)
+        if self._host:
+            record = self._registry.lookup(ref)
+            if record is not None and record.gateway == str(ip) and set(record.holders) - {self._host}:
+                return  # the shared gateway stays while other hosts use the pool
         if ip.version == pool.version and ip in pool:
             allocator.release(self._store, AddressRange.of(ref.space, pool), ip)
+
+    def _shared_gateway(self, pool_id: str, rng: AddressRange, address: str) -> str:
+        """The pool's one gateway: claimed by the first holder, handed to the others."""
+        ref = parse_pool_id(pool_id)
+        record = self._registry.lookup(ref)
+        if record is not None and record.gateway:
+            if address and parse_address(address) != parse_address(record.gateway):
+                raise Conflict(f"pool {ref.pool} is shared across hosts and its gateway is {record.gateway}, "
+                               f"not {address}")
+            return f"{record.gateway}/{rng.pool.prefixlen}"
+        if address:
+            ip = allocator.claim_specific(self._store, rng, parse_address(address), allocator.GATEWAY)
+        else:
+            ip = allocator.claim_lowest(self._store, rng, allocator.GATEWAY)
+
+        def remember(held: Pools) -> tuple[None, bool]:
+            current = held.get(ref.pool)
+            if current is None or current.gateway:
+                return None, False
+            held[ref.pool] = replace(current, gateway=str(ip))
+            return None, True
+
+        self._registry.update(ref.space, remember)
+        return f"{ip}/{rng.pool.prefixlen}"
 
     def _range(self, pool_id: str) -> AddressRange:
         ref = parse_pool_id(pool_id)
@@ -158,13 +200,34 @@ def _explicit_record(pool: str, sub_pool: str, v6: bool) -> PoolRecord:
     return PoolRecord(str(net), sub, bool(v6), {})
 
 
-def _hold_explicit(record: PoolRecord, held: Pools) -> tuple[PoolRecord, bool]:
+def _hold_explicit(record: PoolRecord, held: Pools, host: str = "") -> tuple[PoolRecord, bool]:
     net: Network = parse_network(record.pool)
+    same = held.get(record.pool)
+    if host and same is not None and (same.sub_pool, same.v6) == (record.sub_pool, record.v6):
+        if host in same.holders:
+            raise Conflict(f"pool {net} is already in use on this host")
+        shared = replace(same, holders=same.holders + (host,))
+        held[record.pool] = shared
+        return shared, True
+    if host:
+        record = replace(record, holders=(host,))
     clash = find_overlap(net, (parse_network(cidr) for cidr in held))
     if clash is not None:
         raise Conflict(f"pool {net} overlaps with pool {clash} already in use")
     held[record.pool] = record
     return record, True
+
+
+def _drop_holder(held: Pools, ref, host: str) -> tuple[bool, bool]:
+    """Remove ``host`` from the pool's holders; returns (others still hold it, changed)."""
+    record = held.get(ref.pool)
+    if record is None or not record.holders:
+        return False, False
+    others = tuple(h for h in record.holders if h != host)
+    if not others:
+        return False, False
+    held[ref.pool] = replace(record, holders=others)
+    return True, True
 
 
 def _is_gateway(options: dict | None) -> bool:

@@ -13,10 +13,11 @@ from plugin import http, wire_ipam, wire_network
 IMPLEMENTS = {"Implements": ["NetworkDriver", "IpamDriver"]}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Services:
     network: NetworkService
     ipam: IpamService
+    agent: object = None  # cluster.agent.ClusterAgent when multi-host
 
 
 def _ports(services: Services) -> dict:

@@ -21,6 +21,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--default-pools", dest="default_pools",
                        help="pools used without --subnet, 'CIDR:SIZE,...' [PYNET_DEFAULT_POOLS]")
     serve.add_argument("--threads", type=int, help="request threads [PYNET_THREADS, default 16]")
+    serve.add_argument("--docker-host", dest="docker_host",
+                       help="Docker API of this host's dockerd, used in the background to create overlay "
+                            "networks [PYNET_DOCKER_HOST or DOCKER_HOST, default unix:///var/run/docker.sock]")
+    serve.add_argument("--lease-ttl", dest="lease_ttl", type=int,
+                       help="seconds before a vanished host's containers leave the other hosts' tables "
+                            "[PYNET_LEASE_TTL, default 15]")
     ports = sub.add_parser("ports", help="show published ports (docker port cannot show a plugin's)")
     ports.add_argument("target", nargs="?", help="a container or network (name or ID prefix)")
     ports.add_argument("--socket", default=None, help="the plugin's socket [PYNET_SOCKET]")
@@ -47,9 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     settings = settings_mod.resolve(vars(args))
-    if settings.etcd:
-        print("pynet: --etcd (multi-host overlay) is not available in this version", file=sys.stderr)
-        return 2
     from plugin.server import serve
 
     return serve(settings)

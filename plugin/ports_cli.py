@@ -16,11 +16,11 @@ import http.client
 import ipaddress
 import json
 import os
-import socket
 import sys
 from dataclasses import asdict, dataclass
 from typing import Iterable
-from urllib.parse import urlsplit
+
+from common import unixhttp
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -137,41 +137,9 @@ def format_json(rows: list[Row]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ transport
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = TIMEOUT):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except OSError:
-            s.close()
-            raise
-        self.sock = s
-
-
-def _request(conn: http.client.HTTPConnection, method: str, path: str, body: dict | None = None
-             ) -> tuple[int, bytes]:
-    try:
-        data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def _error_text(raw: bytes) -> str:
-    try:
-        doc = json.loads(raw)
-        if isinstance(doc, dict):
-            return str(doc.get("Err") or doc.get("Error") or doc.get("message") or doc)
-    except ValueError:
-        pass
-    return raw.decode(errors="replace").strip()[:200]
+_UnixConnection = unixhttp.UnixConnection
+_request = unixhttp.request
+_error_text = unixhttp.error_text
 
 
 def fetch_ports(socket_path: str) -> list[dict]:
@@ -199,14 +167,10 @@ def fetch_ports(socket_path: str) -> list[dict]:
 
 def docker_connection(docker_host: str) -> http.client.HTTPConnection:
     """A connection to the Engine API at ``unix:///path``, a bare path, or ``tcp://host:port`` (no TLS)."""
-    if docker_host.startswith("unix://"):
-        return _UnixConnection(docker_host[len("unix://"):])
-    if docker_host.startswith("/"):
-        return _UnixConnection(docker_host)
-    if docker_host.startswith(("tcp://", "http://")):
-        u = urlsplit(docker_host)
-        return http.client.HTTPConnection(u.hostname or "localhost", u.port or 2375, timeout=TIMEOUT)
-    raise CliError(f"unsupported Docker host {docker_host!r} (use unix:///path or tcp://host:port)")
+    try:
+        return unixhttp.connection(docker_host, TIMEOUT)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def fetch_networks(docker_host: str, network_ids: Iterable[str]) -> list[dict]:

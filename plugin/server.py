@@ -28,7 +28,8 @@ _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_services(settings: Settings):
-    """Wire the real collaborators: store in the state dir, netlink, iptables."""
+    """Wire the real collaborators: store in the state dir, netlink, iptables; with --etcd also the
+    cluster store, which then holds IPAM (one address space for every host) and the overlays."""
     from driver.firewall import IptablesFirewall
     from driver.kernel.links import Links
     from driver.service import NetworkService
@@ -36,11 +37,36 @@ def build_services(settings: Settings):
     from plugin.app import Services
     from store import open_store
 
-    for noisy in ("pyroute2", "asyncio"):  # after importing pyroute2, which sets its own level
+    for noisy in ("pyroute2", "asyncio", "urllib3"):  # after importing pyroute2, which sets its own level
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     store = open_store(settings.state_dir)
-    network = NetworkService(store, Links(), IptablesFirewall())
-    return Services(network=network, ipam=IpamService(store, settings.default_pools))
+    links = Links()
+    if not settings.etcd:
+        network = NetworkService(store, links, IptablesFirewall())
+        return Services(network=network, ipam=IpamService(store, settings.default_pools))
+    from cluster.agent import ClusterAgent
+    from cluster.docker_api import DockerApi
+    from cluster.service import ClusterService
+    from store import open_cluster_store
+
+    host_id = _host_id(store)
+    shared = open_cluster_store(settings.etcd)
+    cluster = ClusterService(shared, links, host_id, settings.vtep_address, settings.lease_ttl)
+    network = NetworkService(store, links, IptablesFirewall(), cluster=cluster)
+    services = Services(network=network, ipam=IpamService(shared, settings.default_pools, host_id=host_id))
+    log.info("multi-host: host %s, VTEP %s, etcd %s", host_id, settings.vtep_address, settings.etcd)
+    services.agent = ClusterAgent(cluster, network, DockerApi(settings.docker_host))
+    return services
+
+
+def _host_id(store) -> str:
+    """This host's id in the cluster: made once, kept in the local store (survives restarts)."""
+    import secrets
+
+    from store import keys
+
+    store.create(keys.local_host_id(), {"id": secrets.token_hex(6)})
+    return store.get(keys.local_host_id()).value["id"]
 
 
 def _start_reconciler(services) -> None:
@@ -51,6 +77,9 @@ def _start_reconciler(services) -> None:
             reconcile(services.network)
         except Exception:
             log.exception("start-up reconciliation failed")
+        agent = getattr(services, "agent", None)
+        if agent is not None:
+            agent.start()  # after the kernel matches the local records
 
     threading.Thread(target=run, name="pynet-reconcile", daemon=True).start()
     threading.Thread(target=_keep_firewall_first, args=(services,), name="pynet-fw-keeper", daemon=True).start()
@@ -123,9 +152,38 @@ def _check_socket(path: str) -> None:
     raise SystemExit(f"pynet: another process is already serving on {path}")
 
 
+def _check_multi_host(settings: Settings) -> Settings:
+    """Fill in the VTEP address (the default route's source) and refuse what cannot work, before
+    the socket is bound: a wrong etcd URL or VTEP should stop `pynet serve`, not every request."""
+    from dataclasses import replace
+
+    from driver.kernel.links import Links
+    from store import parse_endpoints
+
+    try:
+        parse_endpoints(settings.etcd)
+    except ValueError as exc:
+        raise SystemExit(f"pynet: --etcd: {exc}") from None
+    links = Links()
+    try:
+        vtep = settings.vtep_address or links.default_source_address()
+        if not vtep:
+            raise SystemExit("pynet: no --vtep-address given and no default route to take it from")
+        links.underlay_mtu(vtep)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        raise SystemExit(f"pynet: --vtep-address {vtep}: {exc}") from None
+    finally:
+        links.close()
+    return replace(settings, vtep_address=vtep)
+
+
 def serve(settings: Settings) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.etcd:
+        settings = _check_multi_host(settings)
     _check_socket(settings.socket)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     log.info("pynet serving driver %r on %s, state in %s", settings.driver_name, settings.socket, settings.state_dir)

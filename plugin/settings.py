@@ -17,6 +17,8 @@ class Settings:
     log_level: str = "info"
     default_pools: str = DEFAULT_POOLS
     threads: int = 16
+    docker_host: str = "unix:///var/run/docker.sock"
+    lease_ttl: int = 15
 
     @property
     def driver_name(self) -> str:
@@ -33,7 +35,10 @@ ENVIRONMENT = {
     "log_level": "PYNET_LOG_LEVEL",
     "default_pools": "PYNET_DEFAULT_POOLS",
     "threads": "PYNET_THREADS",
+    "docker_host": "PYNET_DOCKER_HOST",
+    "lease_ttl": "PYNET_LEASE_TTL",
 }
+INTEGERS = {"threads", "lease_ttl"}
 
 
 def resolve(flags: dict, environ=os.environ) -> Settings:
@@ -43,6 +48,8 @@ def resolve(flags: dict, environ=os.environ) -> Settings:
         value = flags.get(name)
         if value is None:
             value = environ.get(env) or None
+        if value is None and name == "docker_host":
+            value = environ.get("DOCKER_HOST") or None  # the variable every Docker tool reads
         if value is not None:
-            values[name] = int(value) if name == "threads" else value
+            values[name] = int(value) if name in INTEGERS else value
     return Settings(**values)

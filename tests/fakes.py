@@ -13,6 +13,7 @@ class FakeLinks:
     def __init__(self) -> None:
         self.links: dict[str, dict] = {}
         self.fail_on: set[str] = set()  # names whose creation fails, to drive rollbacks
+        self.tables: dict[str, dict] = {}  # vxlan device -> MAC -> (vtep, ips)
 
     def get(self, name):
         link = self.links.get(name)
@@ -46,7 +47,37 @@ class FakeLinks:
         return created
 
     def delete(self, name) -> bool:
+        self.tables.pop(name, None)
         return self.links.pop(name, None) is not None
+
+    # -- overlay (VXLAN) ---------------------------------------------------------------
+    underlay = {"192.0.2.1": 1500}
+
+    def ensure_vxlan(self, spec) -> bool:
+        if spec.bridge not in self.links:
+            raise KernelError(f"could not attach {spec.name!r}: bridge {spec.bridge!r} does not exist")
+        created = spec.name not in self.links
+        self.links[spec.name] = {"kind": "vxlan", "mtu": spec.mtu, "master": spec.bridge, "vni": spec.vni,
+                                 "local": spec.local}
+        self.tables.setdefault(spec.name, {})
+        return created
+
+    def ensure_remote(self, dev, mac, vtep, ips) -> None:
+        self.tables.setdefault(dev, {})[mac] = (vtep, frozenset(ips))
+
+    def delete_remote(self, dev, mac, vtep, ips) -> None:
+        self.tables.get(dev, {}).pop(mac, None)
+
+    def remotes(self, dev):
+        return dict(self.tables.get(dev, {}))
+
+    def underlay_mtu(self, address) -> int:
+        if address not in self.underlay:
+            raise KernelError(f"no link holds address {address}")
+        return self.underlay[address]
+
+    def default_source_address(self) -> str:
+        return "192.0.2.1"
 
     def addresses(self, name):
         return set(self.links.get(name, {}).get("addresses", ()))

@@ -1,0 +1,134 @@
+"""Overlay networks through the real Flask app: two "hosts" (own local store, own fake kernel) share
+one cluster store, as two pynets share etcd.  The cluster agent is driven by hand (load()), so every
+step is deterministic; the threads and real etcd are proven in tests/e2e/test_overlay*.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.agent import ClusterAgent
+from cluster.models import REMOVING
+from cluster.service import ClusterService
+from driver import names
+from driver.service import NetworkService
+from ipam.service import IpamService
+from plugin.app import Services, create_app
+from store import keys
+from store.memory import MemoryStore
+from tests.contract.conftest import post
+from tests.contract.test_protocol import create_network, start_endpoint
+from tests.fakes import FakeFirewall, FakeLinks
+
+NA = "a0a0a0a0a0a0" + "0" * 52
+NB = "b0b0b0b0b0b0" + "0" * 52
+EA = "ea" * 32
+EB = "eb" * 32
+OVERLAY = {"pynet.mode": "overlay", "pynet.overlay": "demo"}
+
+
+def make_host(shared: MemoryStore, host_id: str, vtep: str):
+    links = FakeLinks()
+    links.underlay = {vtep: 1500}
+    cluster = ClusterService(shared, links, host_id, vtep, lease_ttl=10)
+    network = NetworkService(MemoryStore(), links, FakeFirewall(), port_probe=lambda *a: True,
+                             set_sysctl=lambda *a: True, cluster=cluster)
+    services = Services(network=network, ipam=IpamService(shared, host_id=host_id))
+    agent = ClusterAgent(cluster, network, docker=None)
+    return type("Host", (), {"client": create_app(services).test_client(), "links": links, "cluster": cluster,
+                             "agent": agent, "network": network})
+
+
+@pytest.fixture
+def shared():
+    return MemoryStore()
+
+
+@pytest.fixture
+def a(shared):
+    return make_host(shared, "ha", "192.0.2.1")
+
+
+@pytest.fixture
+def b(shared):
+    return make_host(shared, "hb", "192.0.2.2")
+
+
+def test_overlay_spans_hosts_with_one_vni_gateway_and_tunnel_tables(shared, a, b):
+    status, body, pool = create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)
+    assert status == 200, body
+    record = a.cluster.registry.get("demo")
+    vx = a.links.links[names.vxlan_name(NA)]
+    assert vx == {"kind": "vxlan", "mtu": 1450, "master": names.bridge_name(NA), "vni": record.vni,
+                  "local": "192.0.2.1"}
+    bridge = a.links.links[names.bridge_name(NA)]
+    assert bridge["mac"] == names.overlay_gateway_mac("demo") and bridge["addresses"] == {"10.10.0.1/24"}
+    assert bridge["mtu"] == 1450
+    status, _, addr_a = start_endpoint(a.client, pool["PoolID"], eid=EA, nid=NA)
+    assert status == 200
+    assert shared.get(keys.advert("demo", "ha", EA)).value["ips"] == [addr_a.split("/")[0]]
+
+    status, body, pool_b = create_network(b.client, nid=NB, subnet="10.10.0.0/24", generic=OVERLAY)
+    assert status == 200, body
+    assert pool_b["PoolID"] == pool["PoolID"]
+    assert b.links.links[names.bridge_name(NB)]["addresses"] == {"10.10.0.1/24"}  # the same gateway
+    assert b.links.links[names.bridge_name(NB)]["mac"] == bridge["mac"]
+    assert b.links.links[names.vxlan_name(NB)]["vni"] == record.vni
+    status, _, addr_b = start_endpoint(b.client, pool["PoolID"], eid=EB, nid=NB)
+    assert status == 200 and addr_b != addr_a
+
+    a.agent.load()
+    b.agent.load()
+    mac_a, mac_b = names.endpoint_mac(addr_a, EA), names.endpoint_mac(addr_b, EB)
+    assert a.links.remotes(names.vxlan_name(NA)) == {mac_b: ("192.0.2.2", frozenset({addr_b.split("/")[0]}))}
+    assert b.links.remotes(names.vxlan_name(NB)) == {mac_a: ("192.0.2.1", frozenset({addr_a.split("/")[0]}))}
+    assert set(a.cluster.registry.members("demo")) == {"ha", "hb"}
+
+    # The endpoint goes: its advert goes, and B's table follows on the next event/resync.
+    assert post(a.client, "NetworkDriver.DeleteEndpoint", {"NetworkID": NA, "EndpointID": EA}) == (200, {})
+    assert shared.get(keys.advert("demo", "ha", EA)) is None
+    b.agent.load()
+    assert b.links.remotes(names.vxlan_name(NB)) == {}
+
+    # `docker network rm` on A: A leaves, the overlay is marked for removal everywhere.
+    assert post(a.client, "NetworkDriver.DeleteNetwork", {"NetworkID": NA}) == (200, {})
+    assert names.vxlan_name(NA) not in a.links.links
+    assert a.cluster.registry.get("demo").state == REMOVING
+    assert post(b.client, "NetworkDriver.DeleteEndpoint", {"NetworkID": NB, "EndpointID": EB}) == (200, {})
+    assert post(b.client, "NetworkDriver.DeleteNetwork", {"NetworkID": NB}) == (200, {})
+    assert a.cluster.registry.get("demo") is None and shared.list(keys.cluster_prefix() + "vnis/") == []
+
+
+def test_overlay_refusals_name_the_problem(a):
+    assert create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)[0] == 200
+    status, body, _ = create_network(a.client, nid=NB, subnet="10.20.0.0/24",
+                                     generic={"pynet.mode": "overlay", "pynet.overlay": "demo2", "pynet.vni": "0"})
+    assert status == 400 and "pynet.vni" in body["Err"]
+    status, body = post(a.client, "NetworkDriver.CreateNetwork", {
+        "NetworkID": NB, "Options": {"com.docker.network.generic": OVERLAY},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.30.0.0/24", "Gateway": "10.30.0.1/24"}],
+        "IPv6Data": []})
+    assert status == 400 and "--ipam-driver pynet" in body["Err"]
+    status, body, _ = create_network(a.client, nid=NB, subnet="10.40.0.0/24",
+                                     generic={**OVERLAY, "pynet.overlay": "demo3",
+                                              "com.docker.network.driver.mtu": "1500"})
+    assert status == 400 and "at most 1450" in body["Err"]
+    status, body, _ = create_network(a.client, nid=NB, subnet="10.50.0.0/24", generic=OVERLAY)
+    assert status == 409 and "overlay 'demo' already has network a0a0a0a0a0a0 on this host" in body["Err"]
+
+
+def test_a_second_copy_on_one_host_and_a_different_subnet_are_conflicts(shared, a, b):
+    assert create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)[0] == 200
+    status, body, _ = create_network(b.client, nid=NB, subnet="10.11.0.0/24", generic=OVERLAY)
+    assert status == 409 and "overlay 'demo' already exists with subnet(s) 10.10.0.0/24" in body["Err"]
+    assert names.vxlan_name(NB) not in b.links.links and b.network.repo.networks() == []
+
+
+def test_etcd_failure_during_create_endpoint_rolls_back(a, shared, monkeypatch):
+    from common.errors import Unavailable
+
+    _, _, pool = create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)
+    monkeypatch.setattr(a.cluster.registry, "advertise",
+                        lambda *args: (_ for _ in ()).throw(Unavailable("etcd unreachable at http://x:2379")))
+    status, body, _ = start_endpoint(a.client, pool["PoolID"], eid=EA, nid=NA)
+    assert status == 503 and "etcd unreachable" in body["Err"]
+    assert names.host_veth(EA) not in a.links.links and a.network.repo.endpoints() == []

@@ -1,0 +1,102 @@
+"""Overlay records, VNIs, members and adverts over the in-memory store (the etcd store passes the
+same store conformance suite, so these hold there too)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cluster.models import REMOVING, Advert, Overlay, OverlayPool
+from cluster.registry import VNI_MAX, VNI_MIN, OverlayRegistry
+from common.errors import Conflict
+from store import keys
+from store.memory import MemoryStore
+
+
+def demo(name="demo", subnet="10.10.0.0/24", gateway="10.10.0.1/24", internal=False):
+    return Overlay(name=name, vni=0, ipv4=(OverlayPool(subnet, gateway),), internal=internal)
+
+
+@pytest.fixture
+def store():
+    return MemoryStore()
+
+
+def test_first_claim_creates_and_later_claims_share(store):
+    a, b = OverlayRegistry(store, "ha"), OverlayRegistry(store, "hb")
+    rec, created = a.claim(demo())
+    assert created and VNI_MIN <= rec.vni <= VNI_MAX and rec.origin == "ha"
+    again, created_b = b.claim(demo())
+    assert not created_b and again == rec
+    assert store.get(keys.vni(rec.vni)).value == {"overlay": "demo"}
+
+
+@pytest.mark.parametrize("other, message", [
+    (demo(subnet="10.20.0.0/24", gateway=""), "already exists with subnet(s) 10.10.0.0/24"),
+    (demo(gateway="10.10.0.254/24"), "uses gateway 10.10.0.1/24"),
+    (demo(internal=True), "--internal"),
+])
+def test_incompatible_claim_names_the_overlay_and_the_difference(store, other, message):
+    OverlayRegistry(store, "ha").claim(demo())
+    with pytest.raises(Conflict, match=re.escape(message)):
+        OverlayRegistry(store, "hb").claim(other)
+
+
+def test_fixed_vni_is_exclusive(store):
+    reg = OverlayRegistry(store, "ha")
+    rec, _ = reg.claim(demo(), vni=42)
+    assert rec.vni == 42
+    with pytest.raises(Conflict, match="VNI 42 is already used by overlay 'demo'"):
+        reg.claim(demo(name="other", subnet="10.30.0.0/24"), vni=42)
+    with pytest.raises(Conflict, match="already uses VNI 42, not 43"):
+        reg.claim(demo(), vni=43)
+
+
+def test_allocated_vnis_are_unique(store):
+    reg = OverlayRegistry(store, "ha")
+    vnis = {reg.claim(demo(name=f"n{i}", subnet=f"10.{i}.0.0/24", gateway=""))[0].vni for i in range(50)}
+    assert len(vnis) == 50
+
+
+def test_last_member_out_removes_the_overlay_and_frees_its_vni(store):
+    a, b = OverlayRegistry(store, "ha"), OverlayRegistry(store, "hb")
+    rec, _ = a.claim(demo())
+    a.join("demo", "n" * 64)
+    b.join("demo", "m" * 64)
+    assert set(a.members("demo")) == {"ha", "hb"}
+    assert a.leave("demo", "n" * 64) is False  # b still has a copy: marked for removal, kept
+    assert a.get("demo").state == REMOVING
+    assert b.leave("demo", "m" * 64) is True
+    assert a.get("demo") is None and store.get(keys.vni(rec.vni)) is None
+
+
+def test_claim_revives_an_overlay_being_removed(store):
+    a, b = OverlayRegistry(store, "ha"), OverlayRegistry(store, "hb")
+    rec, _ = a.claim(demo())
+    a.join("demo", "n" * 64)
+    b.join("demo", "m" * 64)
+    a.leave("demo", "n" * 64)
+    again, created = a.claim(demo())
+    assert not created and again.state == "active" and again.vni == rec.vni
+
+
+def test_undo_claim_only_when_nobody_joined(store):
+    a = OverlayRegistry(store, "ha")
+    rec, _ = a.claim(demo())
+    a.undo_claim(rec)
+    assert a.get("demo") is None and store.get(keys.vni(rec.vni)) is None
+
+
+def test_adverts_ride_on_the_lease(store):
+    clock = [0.0]
+    store = MemoryStore(clock=lambda: clock[0])
+    a = OverlayRegistry(store, "ha")
+    lease = store.grant_lease(10)
+    ad = Advert("demo", "ha", "e" * 64, "02:42:0a:0a:00:02", "192.0.2.1", ("10.10.0.2",))
+    a.advertise(ad, lease)
+    a.advertise(ad, lease)  # idempotent
+    assert a.my_adverts()[("demo", "e" * 64)][0] == ad
+    clock[0] = 11
+    assert store.get(keys.advert("demo", "ha", "e" * 64)) is None
+    assert a.my_adverts() == {}
