@@ -119,3 +119,89 @@ def render(r: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ overlay
+OVERLAY_LABELS = (("swarm", "Docker swarm overlay"), ("pynet", "pynet overlay"))
+
+
+def _ms(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x * 1e3:.0f} ms"
+
+
+def render_overlay(o: dict, machine: dict | None = None) -> str:
+    """The "Multi-host overlay" section (bench/overlay.py's results); ``machine`` adds a header line
+    when the section was run on its own (``python -m bench.overlay``)."""
+    cols = [(k, title) for k, title in OVERLAY_LABELS if k in o.get("networks", {})]
+    tp, conv, plan = o["throughput"], o["convergence"], o["plan"]
+    both = len(cols) == 2
+    lines = ["### Multi-host overlay", ""]
+    if machine:
+        lines += [f"{machine['date_utc']} · {machine['nproc']} cores · kernel {machine['kernel']} · "
+                  f"dockerd {machine.get('dockerd', '?')} · Python {machine['python']} · pynet "
+                  f"{machine.get('pynet_source', '?')} `{machine['pynet_args']}` · load average "
+                  f"{machine['loadavg_start']:.2f} → {machine.get('loadavg_end', float('nan')):.2f} · "
+                  f"`python -m bench.overlay{' --quick' if machine['mode'] == 'quick' else ''}` in "
+                  f"{o.get('elapsed_s', 0):.0f} s", ""]
+    ul = o["underlay"]
+    lines += [f"Two Docker hosts on one machine (netns each, underlay {ul['a']} / {ul['b']}, MTU {ul['mtu']}, "
+              f"etcd at {ul['etcd']}); both overlays on the same two dockerds, measured in one run, "
+              "interleaved.", ""]
+    head = "| measure | " + " | ".join(t for _, t in cols) + (" | pynet / swarm | target |" if both else " |")
+    lines += [head, "|---|" + "---:|" * len(cols) + ("---:|---|" if both else "")]
+
+    def row(label: str, cells: list[str], rat: str = "", target: str = "") -> str:
+        return f"| {label} | " + " | ".join(cells) + (f" | {rat} | {target} |" if both else " |")
+
+    r_tp = ratio(tp["pynet"]["median"], tp["swarm"]["median"]) if both else float("nan")
+    lines.append(row(f"iperf3 TCP, container on B → container on A, median (range) of {tp[cols[0][0]]['n']} × "
+                     f"{plan['iperf_seconds']} s",
+                     [f"{tp[k]['median']:.2f} Gbit/s ({tp[k]['min']:.1f}–{tp[k]['max']:.1f})" for k, _ in cols],
+                     f"{r_tp:.3f}", _verdict(r_tp, 1.0, True)))
+    lines.append(row("TCP retransmits per round, median",
+                     [f"{_median_or_dash(tp[k]['retransmits'])}" for k, _ in cols]))
+    lines.append(row("container MTU (eth0, A / B)",
+                     [f"{tp[k]['mtu_server_a']} / {tp[k]['mtu_client_b']}" for k, _ in cols]))
+    n = plan["containers"]
+
+    def conv_cell(k: str) -> str:
+        r, c = conv[k]["reply_s"], conv[k]
+        miss = f", **{c['unreached']} unreached**" if c["unreached"] else ""
+        return f"{_ms(r['median'])} / {_ms(r['p99'])} / {_ms(r['max'])}{miss}"
+
+    p99 = conv["pynet"]["reply_s"]["p99"] if "pynet" in conv else float("nan")
+    ok = p99 < 1.0 and not conv.get("pynet", {}).get("unreached")
+    lines.append(row(f"`docker run -d` on A → first ping reply on B, p50 / p99 / max of {n}",
+                     [conv_cell(k) for k, _ in cols], "",
+                     f"pynet p99 < 1 s {'met' if ok else '**missed**'}"))
+    lines.append(row("… of which `docker run -d` on A itself, median",
+                     [_ms(conv[k]["run_s"]["median"]) for k, _ in cols]))
+    lines.append(row("… first reply after `docker run -d` returned, median (max)",
+                     [f"{_ms(conv[k]['reply_after_run_s']['median'])} ({_ms(conv[k]['reply_after_run_s']['max'])})"
+                      for k, _ in cols]))
+    lines.append("")
+    notes = []
+    cr = o.get("create", {}).get("pynet")
+    if cr:
+        notes.append("pynet's `pbench`, created on A, was created on B by hand (it did not appear within 15 s)"
+                     if cr.get("created_by_hand_on_b") else
+                     f"pynet's `pbench`, created on A, was listed by `docker network ls` on B "
+                     f"{cr['appeared_on_b_s']:.2f} s later (pynet creates it there)")
+    if "swarm" in o:
+        notes.append(f"swarm init + join + worker Ready took {o['swarm']['both_ready_s']:.1f} s")
+    prober = next(iter(conv.values()))["prober"]
+    notes.append(f"the prober pings every 20 ms with its ARP retransmit timer at {prober['retrans_time_ms']} ms "
+                 f"(default {prober['retrans_time_ms_default']} ms, which would quantise the figure to ~1 s)")
+    lines += ["Notes: " + "; ".join(notes) + ". Method: bench/README.md, \"Multi-host overlay\".", ""]
+    if o.get("cleanup_left"):
+        lines += [f"**Left behind before the cluster was stopped:** {', '.join(o['cleanup_left'])}", ""]
+    return "\n".join(lines)
+
+
+def _median_or_dash(xs: list) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "—"
+    xs.sort()
+    m = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+    return f"{m:g}"

@@ -21,6 +21,9 @@ step, with pynet at ``--log-level info`` (its production default):
 6. ports        published ports, bridge vs pynet (bench/ports.py; its own section of the report).
 7. profile      pynet restarted behind a timing relay (bench/call_trace.py): which calls one
                 ``docker run`` makes to pynet and how long pynet takes for each.
+8. overlay      after the single host is gone: two hosts on an underlay with etcd, pynet's overlay vs Docker
+                swarm's, cross-host iperf3 and convergence (bench/overlay.py; its own section of the report;
+                ``--no-overlay`` skips it, ``python -m bench.overlay`` runs it alone).
 
 Results: bench/results/latest.json (all samples) and bench/results/latest.md (tables for the README).
 """
@@ -46,9 +49,10 @@ if str(REPO) not in sys.path:
 
 from bench import docker_timing as dt  # noqa: E402
 from bench import plugin_latency as pl  # noqa: E402
+from bench import overlay as bench_overlay  # noqa: E402
 from bench import ports as bench_ports  # noqa: E402
 from bench.call_trace import CallTrace  # noqa: E402
-from bench.report import render  # noqa: E402
+from bench.report import render, render_overlay  # noqa: E402
 from bench.stats import summary  # noqa: E402
 from tests.helpers.dockerhost import DockerHost, _tail, install_signal_handlers, prerequisites_missing  # noqa: E402
 
@@ -228,6 +232,10 @@ def write_results(results: dict) -> str:
     md = render(results)
     if "ports" in results:
         md += "\n" + bench_ports.render(results["ports"])
+    if "overlay" in results:
+        md += "\n" + render_overlay(results["overlay"])
+    elif "overlay_error" in results:
+        md += f"\n### Multi-host overlay\n\n**failed:** {results['overlay_error']}\n"
     (RESULTS / "latest.md").write_text(md)
     return md
 
@@ -235,6 +243,7 @@ def write_results(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (~2.5 min instead of ~6)")
+    parser.add_argument("--no-overlay", action="store_true", help="skip the multi-host overlay section")
     args = parser.parse_args(argv)
     missing = prerequisites_missing()
     if missing:
@@ -256,9 +265,34 @@ def main(argv: list[str] | None = None) -> int:
             base.rmdir()
         except OSError as exc:
             print(f"bench: {base} left behind: {exc}", file=sys.stderr)
+    rc = 0
+    if not args.no_overlay:
+        rc = overlay_step(results, args.quick)
     results["elapsed_s"] = time.monotonic() - t0
     print(write_results(results))
-    return 0
+    return rc
+
+
+def overlay_step(results: dict, quick: bool) -> int:
+    """The multi-host section (its own two-host cluster); a failure is recorded, the other sections kept."""
+    print("multi-host overlay ...", flush=True)
+    why = bench_overlay.missing()
+    base = Path(tempfile.mkdtemp(prefix="pn-bench-ov-", dir="/tmp"))
+    try:
+        if why:
+            raise RuntimeError(why)
+        results["overlay"] = bench_overlay.overlay_section(bench_overlay.QUICK if quick else bench_overlay.FULL,
+                                                          base / "cl")
+        return 0
+    except Exception as exc:  # noqa: BLE001 - recorded in the results and the exit code
+        results["overlay_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"bench: overlay section failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        try:
+            base.rmdir()
+        except OSError as exc:
+            print(f"bench: {base} left behind: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,7 @@ class Retryable(PynetError):
     """A transient condition (store contention, backend unreachable); the same request may succeed later (503)."""
 
     status = 503
+
+
+class Unavailable(Retryable):
+    """The state store cannot be reached (every etcd endpoint refused or timed out) (503)."""

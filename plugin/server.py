@@ -158,7 +158,7 @@ def _check_multi_host(settings: Settings) -> Settings:
     from dataclasses import replace
 
     from driver.kernel.links import Links
-    from store import parse_endpoints
+    from store.etcd import parse_endpoints
 
     try:
         parse_endpoints(settings.etcd)

@@ -1,18 +1,19 @@
 """State behind a narrow key-value port (see store/base.py).
 
-``open_store`` is the one place that decides which implementation serves a
-state dir; today that is always the embedded sqlite store.
+``open_store`` and ``open_cluster_store`` are the one place that decides which
+implementation serves: the embedded sqlite store in a state dir for a single
+host, the etcd store for a cluster of hosts.
 """
 
 from __future__ import annotations
 
 import os
 
-from store.base import Compacted, Entry, Event, Store
+from store.base import Compacted, Entry, Event, LeaseNotFound, Store
 
 DB_NAME = "pynet.db"
 
-__all__ = ["Compacted", "Entry", "Event", "Store", "open_store"]
+__all__ = ["Compacted", "Entry", "Event", "LeaseNotFound", "Store", "open_cluster_store", "open_store"]
 
 
 def open_store(state_dir: str) -> Store:
@@ -21,3 +22,15 @@ def open_store(state_dir: str) -> Store:
 
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     return SqliteStore(os.path.join(state_dir, DB_NAME))
+
+
+def open_cluster_store(endpoints: str | list[str], timeout: float = 2.0) -> Store:
+    """An EtcdStore on ``endpoints``: URLs (``http://host:port``) as a list or comma-separated.
+
+    Connects lazily (nothing is sent before the first call).  ValueError for a
+    malformed or empty endpoint list; each call raises common.errors.Unavailable
+    when no endpoint answers within ``timeout`` seconds.
+    """
+    from store.etcd import EtcdStore  # imported here: etcd3gw loads only when a cluster is used
+
+    return EtcdStore(endpoints, timeout=timeout)

@@ -21,6 +21,12 @@ every POLL_SECONDS for writes made through other connections.
 
 WAL with synchronous=NORMAL: a crash of the process loses nothing committed;
 only a power loss may drop the newest commits, and it never corrupts the file.
+
+No leases (``supports_leases = False``): a lease makes a dead host's keys
+vanish for the hosts that survive it, and a single-host store has no survivors.
+A restarted plugin reconciles its own state instead.  The lease methods, and a
+write with ``lease != 0``, raise NotImplementedError rather than quietly
+storing a key that would never expire.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from store._common import BATCH, decode, encode, prefix_upper_bound, watch_loop
 from store.base import Compacted, Entry, Event
 
 POLL_SECONDS = 0.5
+NO_LEASES = "leases need the etcd store"
 BUSY_TIMEOUT_SECONDS = 10.0
 
 _SCHEMA = (
@@ -47,6 +54,8 @@ _SCHEMA = (
 
 class SqliteStore:
     """A Store in the sqlite file at ``path``; safe to share between threads."""
+
+    supports_leases = False
 
     def __init__(self, path: str, history: int = 10_000) -> None:
         if history < 1:
@@ -132,14 +141,16 @@ class SqliteStore:
 
     # -- writes --------------------------------------------------------------
 
-    def create(self, key: str, value: dict) -> int | None:
+    def create(self, key: str, value: dict, lease: int = 0) -> int | None:
+        _no_lease(lease)
         text = encode(value)
         with self._transaction() as db:
             if self._current(db, key) is not None:
                 return None
             return self._apply(db, key, text)
 
-    def cas(self, key: str, value: dict, revision: int) -> int | None:
+    def cas(self, key: str, value: dict, revision: int, lease: int = 0) -> int | None:
+        _no_lease(lease)
         text = encode(value)
         with self._transaction() as db:
             if self._current(db, key) != revision:
@@ -153,6 +164,17 @@ class SqliteStore:
                 return False
             self._apply(db, key, None)
             return True
+
+    # -- leases: not here (see the design note) ------------------------------
+
+    def grant_lease(self, ttl: int) -> int:
+        raise NotImplementedError(NO_LEASES)
+
+    def refresh_lease(self, lease_id: int) -> bool:
+        raise NotImplementedError(NO_LEASES)
+
+    def revoke_lease(self, lease_id: int) -> None:
+        raise NotImplementedError(NO_LEASES)
 
     # -- watch ---------------------------------------------------------------
 
@@ -203,6 +225,11 @@ class SqliteStore:
             self._closed = True
             self._db.close()
             self._cond.notify_all()
+
+
+def _no_lease(lease: int) -> None:
+    if lease:
+        raise NotImplementedError(NO_LEASES)
 
 
 def _prefix_clause(prefix: str) -> tuple[str, tuple[str, ...]]:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from driver.kernel.overlay import OverlayLinks, VxlanSpec  # noqa: F401  (VxlanSpec: re-exported)
+
 log = logging.getLogger("pynet.kernel")
 
 IFA_F_NODAD = 0x02  # v6 gateway usable at once, no duplicate address detection wait
@@ -82,7 +84,7 @@ def _owned(method):
     return wrapper
 
 
-class Links:
+class Links(OverlayLinks):  # + the VXLAN overlay's operations (overlay.py)
     def __init__(self, ipr: IPRoute | None = None):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pynet-netlink")
         self._ipr = ipr or self._thread.submit(open_handle).result()

@@ -9,6 +9,13 @@ Fixtures
 - ``make_dockerhost`` (function): factory ``make_dockerhost(name, pynet=True, images=True)`` for tests that
   need a fresh or several hosts; each is stopped at the end of the test.
 - ``cleanup`` (function): registry of things a test created; removed at teardown, also on failure.
+- ``bare_cluster`` (session): a 2-host Cluster (tests/helpers/cluster.py): hosts "a" (192.0.2.1) and
+  "b" (192.0.2.2) on an underlay with etcd on 192.0.2.10:2379, busybox:local loaded, pynet NOT started.
+- ``cluster`` (session): the same cluster with ``pynet serve --etcd ... --vtep-address ...`` on every host
+  (``--lease-ttl CLUSTER_LEASE_TTL``). Before every test that uses it, etcd, the underlay links, dockerd
+  and pynet are brought back if a previous test left them down.
+- ``make_cluster`` (function): factory ``make_cluster(n=3, lease_ttl=4, pynet=True)``; each cluster is
+  stopped at the end of the test. etcd missing is a failure, not a skip (CI installs etcd-server).
 
 All tests under tests/e2e get ``pytest.mark.e2e``; the tier is skipped with the reason when this is not
 root or dockerd & co. are missing.
@@ -23,12 +30,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.cluster import Cluster, etcd_missing
 from tests.helpers.dockerhost import (
     DockerHost,
     _tail,
     install_signal_handlers,
     prerequisites_missing,
 )
+
+CLUSTER_LEASE_TTL = 8  # seconds; short, so host-loss tests need not wait pynet's default 15 s
 
 _E2E_DIR = Path(__file__).resolve().parent
 _SKIP_REASON = prerequisites_missing()
@@ -116,6 +126,68 @@ def make_dockerhost(e2e_workdir):
         h.stop()
 
 
+def _require_etcd() -> None:
+    why = etcd_missing()
+    if why:
+        pytest.fail(why, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def bare_cluster(e2e_workdir):
+    """Two hosts, the underlay and etcd; pynet not started (see ``cluster``)."""
+    _require_etcd()
+    cl = Cluster(e2e_workdir / "cluster", n=2, lease_ttl=CLUSTER_LEASE_TTL, pynet=False)
+    cl.start()
+    yield cl
+    cl.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(bare_cluster):
+    """The session's 2-host cluster with pynet serving in overlay mode on both hosts."""
+    bare_cluster.start_pynet()
+    yield bare_cluster
+    for h in bare_cluster.hosts:
+        h.kill_pynet()
+
+
+def _heal_cluster(cl: Cluster) -> None:
+    """Undo what an earlier (failed) test may have left broken: etcd down, a host cut off, a dead
+    dockerd or pynet."""
+    if cl.etcd is not None and not cl.etcd_running():
+        cl.etcd.stop()  # forget a crashed process
+        cl.etcd.start()
+    for h in cl.hosts:
+        cl.restore_host_link(h)
+        if h._dockerd is None or h._dockerd.poll() is not None:
+            h.restart_dockerd()
+    cl.start_pynet()  # only where it is not running
+
+
+@pytest.fixture(autouse=True)
+def _cluster_guard(request):
+    if "cluster" in request.fixturenames:
+        _heal_cluster(request.getfixturevalue("cluster"))
+    yield
+
+
+@pytest.fixture
+def make_cluster(e2e_workdir, request):
+    _require_etcd()
+    clusters: list[Cluster] = []
+    request.node._pn_clusters = clusters  # for the failure report below
+    counter = iter(range(1000))
+
+    def make(n: int = 3, lease_ttl: float | None = 4, pynet: bool = True, **kw) -> Cluster:
+        cl = Cluster(e2e_workdir / f"cluster{n}-{next(counter)}", n=n, lease_ttl=lease_ttl, pynet=pynet, **kw)
+        clusters.append(cl)
+        return cl.start()
+
+    yield make
+    for cl in reversed(clusters):
+        cl.stop()
+
+
 class Cleanup:
     """Things a test created on a DockerHost, removed at teardown in a safe order:
     containers, then networks, then registered callables (last registered first)."""
@@ -186,3 +258,7 @@ def pytest_runtest_makereport(item, call):
                 if host.pynet_log.exists():
                     rep.sections.append((f"pynet log ({host.netns})", _tail(host.pynet_log, 80)))
                 break
+        clusters = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Cluster)]
+        clusters += getattr(item, "_pn_clusters", [])
+        for cl in clusters:
+            rep.sections.extend(cl.log_sections())

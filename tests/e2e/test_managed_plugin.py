@@ -57,7 +57,8 @@ def rootfs_mb(plugin_dir: Path) -> int:
 def install(host, plugin_dir: Path, state: Path) -> str:
     """create + set + enable, the README's way; returns the plugin's ID."""
     host.docker("plugin", "create", PLUGIN, plugin_dir, timeout=300)
-    host.docker("plugin", "set", PLUGIN, "PYNET_LOG_LEVEL=debug", f"state.source={state}")
+    host.docker("plugin", "set", PLUGIN, "PYNET_LOG_LEVEL=debug", f"state.source={state}",
+               f"docker-socket.source={host.socket_path}")
     host.docker("plugin", "enable", PLUGIN, timeout=60)
     return host.docker("plugin", "inspect", "-f", "{{.Id}}", PLUGIN).stdout.strip()
 

@@ -1,28 +1,82 @@
-"""Fixtures for the store conformance suite: every test runs on every implementation."""
+"""Fixtures for the store conformance suite: every test runs on every implementation.
+
+etcd is a real server (the system binary, tests/helpers/etcd.py), one per test
+session, started on first use; each test starts from an empty keyspace (every
+key deleted, every lease revoked), so revisions keep growing from test to test
+and tests compare revisions relative to ``current_revision()``.  A missing etcd
+binary is an error, not a skip: the multi-host store must not go untested.
+"""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from store.etcd import EtcdStore
 from store.memory import MemoryStore
 from store.sqlite import SqliteStore
+from tests.helpers.etcd import EtcdProcess
 
-IMPLEMENTATIONS = ["memory", "sqlite"]
+IMPLEMENTATIONS = ["memory", "sqlite", "etcd"]
+ALL_KEYS = {"key": "AA==", "range_end": "AA=="}  # base64 of "\0" twice: the whole keyspace
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to (for MemoryStore leases)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory):
+    with EtcdProcess(tmp_path_factory.mktemp("etcd")) as etcd:
+        yield etcd
+
+
+def wipe(etcd: EtcdProcess) -> None:
+    for lease in etcd.post("lease/leases", {}).get("leases", []):
+        try:
+            etcd.post("lease/revoke", {"ID": int(lease["ID"])})
+        except Exception:  # expired meanwhile
+            pass
+    etcd.post("kv/deleterange", ALL_KEYS)
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
-def make_store(request, tmp_path):
-    """A factory ``make_store(history=...)`` for fresh stores of one implementation; all closed afterwards."""
+def impl(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_store(impl, request, tmp_path):
+    """A factory ``make_store(**kwargs)`` for fresh stores of one implementation; all closed
+    afterwards.  Memory and sqlite take ``history=``, memory ``clock=``; etcd stores of one
+    test share one (wiped) keyspace."""
     opened = []
+    etcd = None
+    if impl == "etcd":
+        etcd = request.getfixturevalue("etcd_server")
+        wipe(etcd)
 
     def make(**kwargs):
-        if request.param == "memory":
+        if impl == "memory":
             store = MemoryStore(**kwargs)
-        else:
+        elif impl == "sqlite":
             store = SqliteStore(str(tmp_path / f"store{len(opened)}.db"), **kwargs)
+        else:
+            store = EtcdStore([etcd.url], **kwargs)
         opened.append(store)
         return store
 
+    make.impl = impl
     yield make
     for store in opened:
         store.close()
@@ -31,3 +85,38 @@ def make_store(request, tmp_path):
 @pytest.fixture
 def store(make_store):
     return make_store()
+
+
+@pytest.fixture
+def make_compacting_store(make_store, request):
+    """``make(keep)`` -> ``(store, compact)``: after writing, ``compact()`` makes the store
+    forget every event but the newest ``keep``.  Memory and sqlite trim as they go
+    (``history=keep``, compact() does nothing); etcd compacts when told."""
+
+    def make(keep: int):
+        if make_store.impl != "etcd":
+            return make_store(history=keep), lambda: None
+        store = make_store()
+        etcd = request.getfixturevalue("etcd_server")
+        return store, lambda: etcd.compact(store.current_revision() - keep + 1)
+
+    return make
+
+
+class LeaseEnv:
+    """A store with leases and a way to let time pass: a fake clock for memory (instant),
+    real sleeping for etcd (so etcd tests use TTLs of 1 s, etcd's minimum here)."""
+
+    def __init__(self, store, advance) -> None:
+        self.store = store
+        self.advance = advance
+
+
+@pytest.fixture
+def leases(make_store) -> LeaseEnv:
+    if make_store.impl == "sqlite":
+        pytest.skip("sqlite has no leases (supports_leases = False, tested in test_sqlite.py)")
+    if make_store.impl == "memory":
+        clock = FakeClock()
+        return LeaseEnv(make_store(clock=clock), clock.advance)
+    return LeaseEnv(make_store(), time.sleep)

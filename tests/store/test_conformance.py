@@ -1,7 +1,10 @@
 """One conformance suite for every Store implementation (parametrized in conftest.py).
 
-The contract is store/base.py; a new backend (etcd) joins by adding itself to
-the ``make_store`` fixture and must pass every test here unchanged.
+The contract is store/base.py; a new backend joins by adding itself to the
+``make_store`` fixture and must pass every test here unchanged.  Revisions are
+compared relative to ``current_revision()`` at the start of a test: an etcd
+keyspace is wiped between tests, but its revision keeps growing (and a fresh
+etcd starts at 1, not 0).  Leases: test_leases.py.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import time
 
 import pytest
 
-from store.base import Compacted, Event
+from store.base import Compacted, Entry, Event
 
 
 def drain(iterator, count, limit=5.0):
@@ -29,13 +32,15 @@ def drain(iterator, count, limit=5.0):
 
 
 def test_get_absent(store):
+    base = store.current_revision()
     assert store.get("/k") is None
-    assert store.current_revision() == 0
+    assert store.current_revision() == base
 
 
 def test_create_then_get(store):
+    base = store.current_revision()
     rev = store.create("/k", {"a": 1, "b": [1, 2]})
-    assert rev == 1
+    assert rev == base + 1
     entry = store.get("/k")
     assert entry.key == "/k" and entry.value == {"a": 1, "b": [1, 2]} and entry.revision == rev
 
@@ -89,9 +94,10 @@ def test_delete_with_revision(store):
 
 
 def test_delete_absent(store):
+    base = store.current_revision()
     assert store.delete("/nothing") is False
     assert store.delete("/nothing", 5) is False
-    assert store.current_revision() == 0
+    assert store.current_revision() == base
 
 
 def test_failed_writes_do_not_bump_revision(store):
@@ -114,6 +120,15 @@ def test_list_prefix_sorted_and_isolated(store):
     assert store.list("/c/") == []
     assert [e.value["k"] for e in store.list("/a/")] == ["/a/b", "/a/m/n", "/a/z"]
     assert len(store.list("")) == 6
+
+
+def test_non_ascii_keys_and_values(store):
+    rev = store.create("/ü/ß", {"v": "é 😀"})
+    store.create("/ü/z", {})
+    store.create("/üa", {})
+    assert store.get("/ü/ß") == Entry("/ü/ß", {"v": "é 😀"}, rev)
+    assert [e.key for e in store.list("/ü/")] == ["/ü/z", "/ü/ß"]  # sorted by code point
+    assert [e.key for e in store.watch("/ü/", rev, timeout=0.2)] == ["/ü/ß", "/ü/z"]
 
 
 def test_list_entries_carry_revisions(store):
@@ -197,21 +212,24 @@ def test_watch_ends_on_close_from_another_thread(store):
     assert seen == []
 
 
-def test_watch_compacted_start_revision(make_store):
-    store = make_store(history=5)
+def test_watch_compacted_start_revision(make_compacting_store):
+    store, compact = make_compacting_store(keep=5)
+    base = store.current_revision()
     for i in range(20):
         store.create(f"/c/{i}", {})
+    compact()
     with pytest.raises(Compacted):
-        list(store.watch("/c/", 1, timeout=0.1))
+        list(store.watch("/c/", base + 1, timeout=0.1))
     # The retained tail is still watchable.
-    events = drain(store.watch("/c/", 16, timeout=0.1), 10)
-    assert [e.revision for e in events] == [16, 17, 18, 19, 20]
+    events = drain(store.watch("/c/", base + 16, timeout=0.1), 10)
+    assert [e.revision - base for e in events] == [16, 17, 18, 19, 20]
 
 
-def test_watch_from_current_plus_one_after_compaction(make_store):
-    store = make_store(history=3)
+def test_watch_from_current_plus_one_after_compaction(make_compacting_store):
+    store, compact = make_compacting_store(keep=3)
     for i in range(10):
         store.create(f"/c/{i}", {})
+    compact()
     assert list(store.watch("/c/", store.current_revision() + 1, timeout=0.1)) == []
 
 
@@ -219,6 +237,7 @@ def test_watch_from_current_plus_one_after_compaction(make_store):
 
 
 def test_concurrent_creates_each_key_once(store):
+    base = store.current_revision()
     keys = [f"/race/{i}" for i in range(50)]
     wins = []
     lock = threading.Lock()
@@ -237,7 +256,7 @@ def test_concurrent_creates_each_key_once(store):
         t.join()
     assert sum(wins) == 50
     assert len(store.list("/race/")) == 50
-    assert store.current_revision() == 50
+    assert store.current_revision() == base + 50
 
 
 def test_concurrent_cas_increments_are_not_lost(store):
