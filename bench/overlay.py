@@ -337,6 +337,22 @@ def _boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+def _epoch(rfc3339: str) -> float:
+    """Seconds since the epoch of dockerd's ``2026-01-02T03:04:05.123456789Z`` (nanoseconds kept)."""
+    base, _, frac = rfc3339.rstrip("Z").partition(".")
+    whole = datetime.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    return whole.timestamp() + (float("0." + frac) if frac else 0.0)
+
+
+def _started_at(h: DockerHost, container: str) -> float | None:
+    """When dockerd marked the container running (its process started, networking done), epoch seconds."""
+    out = h.docker("inspect", "-f", "{{.State.StartedAt}}", container, check=False).stdout.strip()
+    try:
+        return _epoch(out)
+    except ValueError:
+        return None
+
+
 def _one_sample(a: DockerHost, b: DockerHost, net: OverlayNet, i: int) -> dict:
     ip = net.address(CONV_FIRST_HOST + i)
     probe = Probe(b, _client(net), ip)
@@ -345,6 +361,7 @@ def _one_sample(a: DockerHost, b: DockerHost, net: OverlayNet, i: int) -> dict:
             raise DockerHostError(f"prober on B did not start for {ip}")
         time.sleep(0.05)  # ping is running: its first request has gone out (and found nobody)
         t0, boot0 = time.monotonic(), _boottime()
+        wall_offset = time.time() - t0  # monotonic -> epoch, for dockerd's StartedAt
         a.docker("run", "-d", "--name", _conv(net, i), "--network", net.name, "--ip", ip,
                  "busybox:local", "sleep", "1d")
         t_run = time.monotonic()
@@ -352,10 +369,14 @@ def _one_sample(a: DockerHost, b: DockerHost, net: OverlayNet, i: int) -> dict:
         uptime = probe.next_line(2) if got else None
     finally:
         probe.close()
-    sample = {"ip": ip, "run_s": t_run - t0, "reply_s": None, "reply_after_run_s": None, "uptime_reply_s": None}
+    started = _started_at(a, _conv(net, i))
+    sample = {"ip": ip, "run_s": t_run - t0, "reply_s": None, "reply_after_run_s": None, "uptime_reply_s": None,
+              "started_s": started - wall_offset - t0 if started else None, "reply_after_started_s": None}
     if got:
         sample["reply_s"] = got[0] - t0
         sample["reply_after_run_s"] = got[0] - t_run
+        if started:
+            sample["reply_after_started_s"] = got[0] + wall_offset - started
         try:
             sample["uptime_reply_s"] = float(uptime.split()[0]) - boot0  # 10 ms resolution cross-check
         except (AttributeError, ValueError, IndexError):
@@ -378,6 +399,9 @@ def convergence(a: DockerHost, b: DockerHost, nets: list[OverlayNet], plan: Over
             "unreached": len(s) - len(reached),
             "run_s": summary([x["run_s"] for x in s]),
             "reply_after_run_s": summary([x["reply_after_run_s"] for x in s if x["reply_after_run_s"] is not None]),
+            "started_s": summary([x["started_s"] for x in s if x["started_s"] is not None]),
+            "reply_after_started_s": summary([x["reply_after_started_s"] for x in s
+                                              if x["reply_after_started_s"] is not None]),
             "uptime_vs_monotonic_max_diff_s": max((abs(x["uptime_reply_s"] - x["reply_s"]) for x in s
                                                    if x["uptime_reply_s"] is not None and x["reply_s"] is not None),
                                                   default=None),

@@ -176,6 +176,10 @@ def render_overlay(o: dict, machine: dict | None = None) -> str:
                      f"pynet p99 < 1 s {'met' if ok else '**missed**'}"))
     lines.append(row("… of which `docker run -d` on A itself, median",
                      [_ms(conv[k]["run_s"]["median"]) for k, _ in cols]))
+    if "reply_after_started_s" in conv[cols[0][0]]:
+        lines.append(row("… first reply after dockerd's `State.StartedAt` of the container, median (max)",
+                         [f"{_ms(conv[k]['reply_after_started_s']['median'])} "
+                          f"({_ms(conv[k]['reply_after_started_s']['max'])})" for k, _ in cols]))
     lines.append(row("… first reply after `docker run -d` returned, median (max)",
                      [f"{_ms(conv[k]['reply_after_run_s']['median'])} ({_ms(conv[k]['reply_after_run_s']['max'])})"
                       for k, _ in cols]))

@@ -10,8 +10,9 @@ Design note.  Three threads, none of them ever inside a request handler:
   connection or etcd coming back it lists again: catching up is "load a fresh
   view and diff", the same path as start-up.  Every RESYNC seconds it also
   re-reads the kernel tables and runs housekeeping: this host's adverts and
-  memberships are made to match its local records (writes that failed while
-  etcd was down are finished here).
+  memberships are made to match its local records, and IPAM releases deferred
+  while etcd was down are applied (writes that failed during an outage are
+  finished here).
 * docker -- the only thread that calls the Docker API: it describes overlays
   this host created (name, IPAM config) into their record, creates the Docker
   network for overlays this host lacks, and removes unused copies of overlays
@@ -37,8 +38,9 @@ RETRY = 1.0
 
 
 class ClusterAgent:
-    def __init__(self, cluster: ClusterService, network, docker: DockerApi | None) -> None:
+    def __init__(self, cluster: ClusterService, network, docker: DockerApi | None, ipam=None) -> None:
         self.cluster = cluster
+        self.ipam = ipam  # ipam.service.IpamService: replays releases deferred during an outage
         self.network = network  # driver.service.NetworkService: local records and the kernel
         self.docker = docker
         self._stop = threading.Event()
@@ -131,10 +133,12 @@ class ClusterAgent:
         renew = generation != self._generation or lease != c.membership.lease
         for k, advert in want.items():
             if renew or k not in have or have[k][0] != advert:
-                c.registry.advertise(advert, lease)
+                c.put_advert(advert, lease)
         for k in have.keys() - want.keys():
             c.registry.withdraw(*k)
         self._generation = generation
+        if self.ipam is not None and self.ipam.replay_deferred():
+            log.info("applied IPAM releases deferred while etcd was unreachable")
         local_ids = set(overlays)
         for net in overlays.values():
             if mine.get(net.config.overlay) != Member(net.id):

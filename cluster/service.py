@@ -18,6 +18,7 @@ from cluster.models import Advert, Host, Overlay, OverlayPool
 from cluster.registry import OverlayRegistry, _put
 from cluster.view import ClusterView, Remote
 from driver import names
+from store.base import LeaseNotFound
 from driver.kernel.links import KernelError, Links
 from driver.models import Endpoint, Network
 from store import keys
@@ -42,6 +43,13 @@ class Membership:
         """The live lease id, granting one first if there is none (Unavailable if etcd is down)."""
         with self._lock:
             if not self.lease:
+                self._grant()
+            return self.lease
+
+    def replace(self, dead: int) -> int:
+        """A write found lease ``dead`` gone (expired in an outage): grant a new one unless done already."""
+        with self._lock:
+            if self.lease == dead:
                 self._grant()
             return self.lease
 
@@ -120,7 +128,13 @@ class ClusterService:
                       vtep=self.vtep, ips=ips)
 
     def advertise(self, net: Network, ep: Endpoint) -> None:
-        self.registry.advertise(self.advert(net, ep), self.membership.current())
+        self.put_advert(self.advert(net, ep), self.membership.current())
+
+    def put_advert(self, advert: Advert, lease: int) -> None:
+        try:
+            self.registry.advertise(advert, lease)
+        except LeaseNotFound:  # expired while etcd was away; the keep-alive has not noticed yet
+            self.registry.advertise(advert, self.membership.replace(lease))
 
     def withdraw(self, net: Network, ep: Endpoint) -> None:
         self.registry.withdraw(net.config.overlay, ep.id)

@@ -19,13 +19,20 @@ explicit pool, so an identical request from another host *shares* the pool
 (the host is added to its holders) instead of conflicting; the gateway is
 reserved once and handed to every holder; the pool and its gateway are only
 released when the last holder releases it.  Overlapping pools still conflict.
+dockerd never repeats a release (it only logs the error), so a release that
+cannot reach etcd is written to this host's local store (``journal``) and
+replayed by the cluster agent once etcd is back: nothing leaks.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from common.errors import BadRequest, Conflict, Exhausted, NotFound
+import logging
+import secrets
+import time
+
+from common.errors import BadRequest, Conflict, Exhausted, NotFound, Unavailable
 from ipam import allocator
 from ipam.allocator import AddressRange
 from ipam.models import PoolRecord, PoolResult
@@ -33,7 +40,10 @@ from ipam.pools import (DEFAULT_POOLS, Network, check_sub_pool, default_candidat
                         find_overlap, format_pool_id, parse_address, parse_default_pools,
                         parse_network, parse_pool_id)
 from ipam.registry import Pools, PoolRegistry
+from store import keys
 from store.base import Store
+
+log = logging.getLogger("pynet.ipam")
 
 LOCAL_SPACE = "pynet-local"
 GLOBAL_SPACE = "pynet-global"
@@ -45,8 +55,10 @@ KNOWN_POOL_OPTIONS: frozenset[str] = frozenset()  # none yet; see _check_pool_op
 class IpamService:
     """The IPAM driver.  Every method is safe to call from many threads at once."""
 
-    def __init__(self, store: Store, default_pools: str = DEFAULT_POOLS, host_id: str = "") -> None:
+    def __init__(self, store: Store, default_pools: str = DEFAULT_POOLS, host_id: str = "",
+                 journal: Store | None = None) -> None:
         self._store = store
+        self._journal = journal  # local store for releases etcd did not take (multi-host only)
         self._host = host_id  # "" = single host: nothing is shared
         self._registry = PoolRegistry(store)
         self._defaults = parse_default_pools(default_pools)
@@ -78,6 +90,9 @@ class IpamService:
 
     def release_pool(self, pool_id: str) -> None:
         """Stop holding the pool and drop its address claims; unknown ids succeed."""
+        self._or_defer(self._release_pool, pool_id)
+
+    def _release_pool(self, pool_id: str) -> None:
         ref = parse_pool_id(pool_id)
         if ref is None or self._registry.lookup(ref) is None:
             return
@@ -127,6 +142,10 @@ class IpamService:
 
         BadRequest only for a malformed address.
         """
+        parse_address(address)
+        self._or_defer(self._release_address, pool_id, address)
+
+    def _release_address(self, pool_id: str, address: str) -> None:
         ip = parse_address(address)
         ref = parse_pool_id(pool_id)
         if ref is None:
@@ -138,6 +157,30 @@ class IpamService:
                 return  # the shared gateway stays while other hosts use the pool
         if ip.version == pool.version and ip in pool:
             allocator.release(self._store, AddressRange.of(ref.space, pool), ip)
+
+    # -- releases while the store is unreachable ----------------------------------------
+    def _or_defer(self, release, *args: str) -> None:
+        try:
+            release(*args)
+        except Unavailable as exc:
+            if self._journal is None:
+                raise
+            token = f"{time.time_ns():020d}-{secrets.token_hex(4)}"  # keys sort oldest first
+            self._journal.create(keys.pending_release(token),
+                                 {"call": release.__name__, "args": list(args)})
+            log.warning("%s%s deferred until the store is back: %s", release.__name__.lstrip("_"), args, exc)
+
+    def replay_deferred(self) -> int:
+        """Apply releases deferred during an outage (oldest first); returns how many were applied."""
+        done = 0
+        for entry in self._journal.list(keys.pending_releases_prefix()) if self._journal else ():
+            call = {"_release_pool": self._release_pool, "_release_address": self._release_address}.get(
+                entry.value.get("call"))
+            if call is not None:
+                call(*entry.value.get("args", ()))  # Unavailable propagates: try again later
+                done += 1
+            self._journal.delete(entry.key, entry.revision)
+        return done
 
     def _shared_gateway(self, pool_id: str, rng: AddressRange, address: str) -> str:
         """The pool's one gateway: claimed by the first holder, handed to the others."""

@@ -53,9 +53,10 @@ def build_services(settings: Settings):
     shared = open_cluster_store(settings.etcd)
     cluster = ClusterService(shared, links, host_id, settings.vtep_address, settings.lease_ttl)
     network = NetworkService(store, links, IptablesFirewall(), cluster=cluster)
-    services = Services(network=network, ipam=IpamService(shared, settings.default_pools, host_id=host_id))
+    services = Services(network=network, ipam=IpamService(shared, settings.default_pools, host_id=host_id,
+                                                          journal=store))
     log.info("multi-host: host %s, VTEP %s, etcd %s", host_id, settings.vtep_address, settings.etcd)
-    services.agent = ClusterAgent(cluster, network, DockerApi(settings.docker_host))
+    services.agent = ClusterAgent(cluster, network, DockerApi(settings.docker_host), ipam=services.ipam)
     return services
 
 

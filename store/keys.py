@@ -137,3 +137,12 @@ def parse_cluster_key(key: str) -> tuple[str, ...] | None:
 def local_host_id() -> str:
     """This host's id in a cluster (local store only)."""
     return f"{ROOT}/host-id"
+
+
+def pending_release(token: str) -> str:
+    """An IPAM release the cluster store did not take during an outage (local store only)."""
+    return f"{ROOT}/pending/ipam/{token}"
+
+
+def pending_releases_prefix() -> str:
+    return f"{ROOT}/pending/ipam/"

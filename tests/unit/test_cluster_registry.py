@@ -100,3 +100,21 @@ def test_adverts_ride_on_the_lease(store):
     clock[0] = 11
     assert store.get(keys.advert("demo", "ha", "e" * 64)) is None
     assert a.my_adverts() == {}
+
+
+def test_an_advert_on_an_expired_lease_gets_a_new_lease():
+    from cluster.service import ClusterService
+    from driver.models import Endpoint, IPAMData, Network, NetworkConfig
+    from tests.fakes import FakeLinks
+
+    clock = [0.0]
+    store = MemoryStore(clock=lambda: clock[0])
+    cluster = ClusterService(store, FakeLinks(), "ha", "192.0.2.1", lease_ttl=10)
+    first = cluster.membership.current()
+    clock[0] = 11  # the lease expired while etcd was unreachable; the keep-alive has not run yet
+    net = Network("n" * 64, NetworkConfig(mode="overlay", overlay="demo"), (IPAMData("10.10.0.0/24"),))
+    ep = Endpoint("n" * 64, "e" * 64, "pnh", "pnc", address="10.10.0.2/24", mac="02:42:0a:0a:00:02")
+    cluster.advertise(net, ep)
+    assert cluster.membership.lease != first and cluster.membership.generation == 2
+    assert store.get(keys.advert("demo", "ha", "e" * 64)) is not None
+    assert store.get(keys.host("ha")).value["vtep"] == "192.0.2.1"

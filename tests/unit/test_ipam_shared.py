@@ -72,3 +72,26 @@ def test_pool_and_gateway_stay_until_the_last_holder_releases(hosts):
 def test_default_pools_are_never_shared(hosts):
     _, a, b = hosts
     assert a.request_pool("pynet-local", "", "", {}, False).pool != b.request_pool("pynet-local", "", "", {}, False).pool
+
+
+def test_releases_during_an_outage_are_journaled_and_replayed(hosts):
+    from common.errors import Unavailable
+
+    store, _, _ = hosts
+    journal = MemoryStore()
+    a = IpamService(store, host_id="ha", journal=journal)
+    pid = a.request_pool("pynet-local", "10.10.0.0/24", "", {}, False).pool_id
+    ip = a.request_address(pid, "", None).split("/")[0]
+    real = store.get
+    store.get = lambda key: (_ for _ in ()).throw(Unavailable("etcd unreachable at http://x:2379"))
+    a.release_address(pid, ip)  # dockerd would only log an error: pynet keeps it instead
+    a.release_pool(pid)
+    assert len(journal.list(keys.pending_releases_prefix())) == 2
+    with pytest.raises(Unavailable):
+        a.replay_deferred()  # still down: nothing lost
+    assert len(journal.list(keys.pending_releases_prefix())) == 2
+    store.get = real
+    assert a.replay_deferred() == 2
+    assert journal.list(keys.pending_releases_prefix()) == []
+    assert store.list(keys.ipam_addresses_prefix("pynet-local", "10.10.0.0/24")) == []
+    assert a.request_pool("pynet-local", "10.10.0.0/24", "", {}, False).pool_id == pid
