@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Multi-host overlay: pynet's VXLAN overlay vs Docker swarm's overlay, side by side in one run.
 
-    /work/venv/bin/python -m bench.overlay [--quick] [--only pynet|swarm]     (root; ~3 min, --quick ~1.5)
+    cd /work/main && /work/venv/bin/python -m bench.overlay [--quick] [--only pynet|swarm]
+                     [--rounds N] [--containers N]         (root; ~2 min, --quick ~1 min)
 
 Also a section of ``bench/run.py`` (after the single-host steps). Two Docker hosts on one underlay
 (tests/helpers/cluster.py: netns per host, etcd on 192.0.2.10:2379, hostA 192.0.2.1, hostB 192.0.2.2), each
@@ -501,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="2 × 3 s iperf3 rounds, 10 containers")
     parser.add_argument("--only", choices=("pynet", "swarm"), help="one overlay only (e.g. pynet's not ready)")
+    parser.add_argument("--rounds", type=int, help="iperf3 rounds per network (default 5)")
+    parser.add_argument("--containers", type=int, help="convergence samples per network (default 20)")
     args = parser.parse_args(argv)
     why = missing()
     if why:
@@ -509,8 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     base = Path(tempfile.mkdtemp(prefix="pn-bench-ov-", dir="/tmp"))
     facts = _facts(args.quick)
+    plan = QUICK if args.quick else FULL
+    plan = OverlayPlan(iperf_rounds=args.rounds or plan.iperf_rounds, iperf_seconds=plan.iperf_seconds,
+                       containers=args.containers or plan.containers)
     try:
-        section = overlay_section(QUICK if args.quick else FULL, base / "cl",
+        section = overlay_section(plan, base / "cl",
                                   (args.only,) if args.only else ("pynet", "swarm"))
     finally:
         try:
