@@ -150,16 +150,25 @@ class ClusterAgent:
 
     # -- docker ------------------------------------------------------------------------
     def _docker_loop(self) -> None:
+        soon = False
         while not self._stop.is_set():
-            self.cluster.wakeup.wait(10.0)
+            self.cluster.wakeup.wait(0.25 if soon else 10.0)
             self.cluster.wakeup.clear()
             if self._stop.is_set() or self.docker is None:
                 continue
-            self._guard("docker sync", self.docker_sync)
+            soon = False
+            try:
+                soon = self.docker_sync()
+                self._failing.pop("docker sync", None)
+            except Exception as exc:
+                self._note("docker sync", exc)
 
-    def docker_sync(self) -> None:
+    def docker_sync(self) -> bool:
+        """One pass; True when something should be looked at again shortly (a network dockerd is
+        still creating: the handler that woke us runs before dockerd has stored the network)."""
         c = self.cluster
         me = c.host_id
+        again = False
         local = self._overlays()
         with c.view_lock:
             records = dict(c.view.overlays)
@@ -170,7 +179,9 @@ class ClusterAgent:
             rec = records.get(net.config.overlay)
             if rec is not None and not rec.docker and rec.origin == me and rec.origin_network == net.id:
                 inspected = self.docker.network(net.id)
-                if inspected is not None:
+                if inspected is None:
+                    again = True
+                else:
                     body = create_request(inspected, rec.name, me)
                     c.registry.update(rec.name, lambda o: o if o.docker else _with_docker(o, body))
                     log.info("overlay %r is Docker network %r: other hosts will create it", rec.name, body["Name"])
@@ -200,6 +211,7 @@ class ClusterAgent:
                     if self.docker.remove_network(net.id):
                         log.info("removed Docker network %r: overlay %r was removed", inspected.get("Name"),
                                  net.config.overlay)
+        return again
 
     def _backoff(self, name: str, message: str, seconds: float = 30.0) -> None:
         if self._docker_backoff.get(name, 0) == 0:

@@ -145,6 +145,10 @@ class ClusterService:
         Returns the number of entries changed."""
         dev = names.vxlan_name(net.id)
         with self.view_lock:
+            if not self.view.loaded:
+                # Start-up replay runs before the agent's first listing (and etcd may be down):
+                # an empty view must not wipe the tables the kernel kept for running containers.
+                return 0
             desired = self.view.remotes(net.config.overlay, self.host_id)
         with self._tables_lock:
             actual = self._programmed.get(dev)

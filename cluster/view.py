@@ -23,6 +23,7 @@ class ClusterView:
         self.members: dict[tuple[str, str], Member] = {}
         self.adverts: dict[tuple[str, str, str], Advert] = {}
         self.revision = 0
+        self.loaded = False  # until the first listing, the view knows nothing: decide nothing from it
 
     def load(self, entries: list[Entry], revision: int) -> None:
         """Replace everything with a fresh listing taken at ``revision``."""
@@ -30,6 +31,7 @@ class ClusterView:
         for e in entries:
             self._set(e.key, e.value)
         self.revision = revision
+        self.loaded = True
 
     def apply(self, event: Event) -> set[str]:
         """Apply one watch event; returns the overlay names it concerns ({'*'} for a host change)."""

@@ -132,3 +132,20 @@ def test_etcd_failure_during_create_endpoint_rolls_back(a, shared, monkeypatch):
     status, body, _ = start_endpoint(a.client, pool["PoolID"], eid=EA, nid=NA)
     assert status == 503 and "etcd unreachable" in body["Err"]
     assert names.host_veth(EA) not in a.links.links and a.network.repo.endpoints() == []
+
+
+def test_replay_before_the_first_listing_keeps_the_tunnel_tables(a, b):
+    """pynet restarting while etcd is down must not cut running containers off."""
+    _, _, pool = create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)
+    create_network(b.client, nid=NB, subnet="10.10.0.0/24", generic=OVERLAY)
+    start_endpoint(b.client, pool["PoolID"], eid=EB, nid=NB)
+    a.agent.load()
+    before = a.links.remotes(names.vxlan_name(NA))
+    assert len(before) == 1
+    restarted = make_host(a.cluster.store, "ha", "192.0.2.1")  # a new process: empty view
+    restarted.links, restarted.network.links, restarted.cluster.links = a.links, a.links, a.links
+    restarted.network.repo = a.network.repo
+    from driver.reconcile import reconcile
+
+    reconcile(restarted.network)
+    assert a.links.remotes(names.vxlan_name(NA)) == before
