@@ -198,16 +198,20 @@ def remove_all(a: DockerHost, b: DockerHost, nets: list[OverlayNet], containers:
     for net in nets:
         hosts = (a, b) if net.label == "pynet" else (a,)  # swarm's copy on B goes with its last container
 
+        errors: dict[str, str] = {}
+
         def gone() -> bool:
             # retried: swarm frees an attachable network's tasks asynchronously, and pynet may bring back
             # a host's copy while the overlay is still alive elsewhere
             listed = [h for h in hosts if net.name in _names(h, "network", "ls", "--format", "{{.Name}}")]
             for h in listed:
-                h.docker("network", "rm", net.name, check=False)
+                p = h.docker("network", "rm", net.name, check=False)
+                if p.returncode:
+                    errors[h.name] = ((p.stderr or p.stdout).strip().splitlines() or [f"rc={p.returncode}"])[-1]
             return not listed
 
         if not _wait(gone, 20, 0.5):
-            left += [f"{h.name}:{net.name}" for h in hosts
+            left += [f"{h.name}:{net.name} ({errors.get(h.name, 'reappeared')})" for h in hosts
                      if net.name in _names(h, "network", "ls", "--format", "{{.Name}}")]
     return left
 
@@ -429,8 +433,9 @@ def overlay_section(plan: OverlayPlan, workdir: Path, labels: tuple[str, ...] = 
     nets = [n for n in overlay_networks() if n.label in labels]
     t_start = time.monotonic()
     cluster = Cluster(workdir, n=2, iperf=True, pynet="pynet" in labels, pynet_args=PYNET_ARGS)
-    res: dict = {"plan": asdict(plan), "networks": {n.label: {"name": n.name, "subnet": n.subnet,
-                                                             "create": " ".join(n.create_args)} for n in nets}}
+    res: dict = {"plan": asdict(plan), "loadavg_start": os.getloadavg()[0],
+                 "networks": {n.label: {"name": n.name, "subnet": n.subnet, "create": " ".join(n.create_args)}
+                              for n in nets}}
     try:
         log(f"  overlay: starting 2 hosts, etcd{', pynet' if 'pynet' in labels else ''} ...")
         cluster.start()
@@ -470,6 +475,7 @@ def overlay_section(plan: OverlayPlan, workdir: Path, labels: tuple[str, ...] = 
     finally:
         cluster.stop()
     res["elapsed_s"] = time.monotonic() - t_start
+    res["loadavg_end"] = os.getloadavg()[0]
     return res
 
 

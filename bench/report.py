@@ -146,7 +146,8 @@ def render_overlay(o: dict, machine: dict | None = None) -> str:
     ul = o["underlay"]
     lines += [f"Two Docker hosts on one machine (netns each, underlay {ul['a']} / {ul['b']}, MTU {ul['mtu']}, "
               f"etcd at {ul['etcd']}); both overlays on the same two dockerds, measured in one run, "
-              "interleaved.", ""]
+              f"interleaved; {o.get('elapsed_s', 0):.0f} s, load average "
+              f"{o.get('loadavg_start', float('nan')):.2f} → {o.get('loadavg_end', float('nan')):.2f}.", ""]
     head = "| measure | " + " | ".join(t for _, t in cols) + (" | pynet / swarm | target |" if both else " |")
     lines += [head, "|---|" + "---:|" * len(cols) + ("---:|---|" if both else "")]
 

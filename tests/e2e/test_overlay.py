@@ -142,7 +142,9 @@ def test_overlay_user_story(cluster, cleanup):
     a, b = cl.hosts
     own_overlay(cleanup, cl, "demo")
     overlay_create(a, "demo", "10.10.0.0/24")
+    t0 = time.monotonic()
     assert wait_for_network(b, "demo"), f"`demo` did not appear on host b within {APPEAR_S}s: {network_names(b)}"
+    print(f"demo appeared on b after {time.monotonic() - t0:.1f}s")
     on_b = inspect_network(b, "demo")
     assert on_b["Driver"] == "pynet", on_b
     assert [c["Subnet"] for c in on_b["IPAM"]["Config"]] == ["10.10.0.0/24"], on_b["IPAM"]
@@ -208,6 +210,7 @@ def test_same_overlay_created_by_hand_on_another_host_joins_it(cluster, cleanup)
     overlay_create(a, "hand", "10.11.0.0/24")
     by_hand = overlay_create(b, "hand", "10.11.0.0/24", check=False)
     assert by_hand.returncode == 0 or "already exists" in by_hand.stderr, by_hand.stderr
+    print("b's copy created", "by hand" if by_hand.returncode == 0 else "by pynet (hand create refused by name)")
     assert wait_for_network(b, "hand")
     assert [c["Subnet"] for c in inspect_network(b, "hand")["IPAM"]["Config"]] == ["10.11.0.0/24"]
 
@@ -263,6 +266,7 @@ def test_concurrent_allocation_across_hosts_gives_unique_addresses(cluster, clea
         for t in workers:
             t.join()
         took = time.monotonic() - t0
+        print(f"{2 * per_host} containers started in {took:.1f}s")
         assert not errors, f"{len(errors)} of {2 * per_host} starts failed in {took:.0f}s, e.g.:\n" + \
             "\n".join(errors[:5])
         ips: dict[str, str] = {}
@@ -288,11 +292,13 @@ def test_concurrent_allocation_across_hosts_gives_unique_addresses(cluster, clea
             for target in rnd.sample(names[other], 5):
                 assert_ping(h, src, ips[target], wait=PROPAGATE_S)
     finally:
+        t0 = time.monotonic()
         ts = [threading.Thread(target=rm_containers_fast, args=(h, ns)) for h, ns in names.items()]
         for t in ts:
             t.start()
         for t in ts:
             t.join()
+        print(f"removed in {time.monotonic() - t0:.1f}s")
 
 
 def test_pynet_restart_keeps_endpoints_and_peers(cluster, cleanup):
@@ -348,6 +354,7 @@ def test_etcd_outage_fails_new_starts_fast_and_keeps_traffic(cluster, cleanup):
         p = a.docker("run", "-d", "--name", "ea2", "--network", "outage", IMG, "sleep", "1d", check=False, timeout=60)
         took = time.monotonic() - t0
         a.docker("rm", "-f", "ea2", check=False)
+        print(f"docker run during the outage: rc={p.returncode} after {took:.2f}s: {p.stderr.strip()}")
         assert p.returncode != 0, "a container started on an overlay while etcd was down"
         assert "etcd" in p.stderr.lower(), f"the error should mention etcd: {p.stderr.strip()}"
         assert took < 10, f"docker run took {took:.1f}s to fail (goal: well under dockerd's 15 s plugin timeout)"
@@ -402,6 +409,7 @@ def test_host_leaving_its_entries_vanish_after_the_lease_ttl(make_cluster):
                                           for h in (a, b)),
                           ttl + 6, 0.25)
         took = time.monotonic() - t0
+        print(f"c's entries gone from a and b after {took:.1f}s (lease TTL {ttl}s)")
         assert gone, f"c's entries still on a/b {took:.0f}s after c vanished (lease TTL {ttl}s):\n" + \
             "\n".join(f"{h.name}: {fdb(h, vxlans[h])}{neigh(h, vxlans[h])}" for h in (a, b))
         # a <-> b unaffected
