@@ -16,6 +16,8 @@ COPY plugin/build/entrypoint.sh /usr/local/bin/pynet-entrypoint
 # One step, so the build commits one layer (it runs on every test daemon).
 # - Run-time tools: iptables (the firewall; nft and legacy, see pynet-entrypoint) and iproute2 (to debug
 #   from inside the plugin with `runc exec`; pynet itself speaks netlink through pyroute2).
+# - setuptools only comes in because pbr (etcd3gw's version helper) declares it; nothing imports it at run
+#   time, and its 7 MB would push the rootfs over its 150 MB budget.
 # - A venv, so the same line works on Debian's python3 (externally managed) and the official images'. It is
 #   made without pip and filled by pip run from its wheel: ensurepip would cost ~10 s and ~15 MB of rootfs.
 RUN set -e; \
@@ -27,6 +29,7 @@ RUN set -e; \
     python3 -m venv --without-pip /opt/pynet; \
     pip_wheel=$(ls /tmp/wheels/pip-*.whl); \
     /opt/pynet/bin/python "$pip_wheel/pip" install --no-cache-dir --no-index --find-links /tmp/wheels pynet-plugin; \
+    /opt/pynet/bin/python "$pip_wheel/pip" uninstall -y -q setuptools; \
     /opt/pynet/bin/pynet version; \
     rm -rf /tmp/wheels; \
     chmod 0755 /usr/local/bin/pynet-entrypoint; \
