@@ -107,3 +107,23 @@ def test_jump_lives_in_forward_until_docker_user_appears(firewall, netns):
     assert firewall.keep_first() == 0  # already in place: nothing to do
     firewall.sync([], [])
     assert not any("PYNET" in l for l in save(netns))
+
+
+def test_overlay_traffic_between_containers_skips_conntrack(firewall, netns):
+    from dataclasses import replace
+
+    overlay = net("d" * 64)
+    overlay = replace(overlay, config=replace(overlay.config, mode="overlay", overlay="demo"))
+    firewall.sync([overlay, net("a" * 64)], [])
+    rules = save(netns)
+    assert "-A PREROUTING -j PYNET-RAW" in rules
+    raw = [l for l in rules if l.startswith("-A PYNET-RAW ")]
+    assert raw == ["-A PYNET-RAW -d 10.1.0.1/32 -i pn-dddddddddddd -j RETURN",  # the host stays tracked
+                   "-A PYNET-RAW -s 10.1.0.0/24 -d 10.1.0.0/24 -i pn-dddddddddddd -j NOTRACK",
+                   "-A PYNET-RAW -p udp -m udp --dport 4789 -m addrtype --dst-type LOCAL -j NOTRACK"]
+    assert "-A OUTPUT -j PYNET-RAW-OUTPUT" in rules
+    assert "-A PYNET-RAW-OUTPUT -p udp -m udp --dport 4789 -m addrtype --src-type LOCAL -j NOTRACK" in rules
+    firewall.sync([net("a" * 64)], [])  # no overlay left: nothing untracked
+    assert not any("NOTRACK" in l for l in save(netns))
+    firewall.sync([], [])
+    assert not any("PYNET" in l for l in save(netns))

@@ -237,6 +237,7 @@ def test_vxlan_created_with_the_wanted_settings(host):
     data = vxlan_data(host.netns, VXLAN)
     assert (data["id"], data["local"], data["port"], data["learning"], data["proxy"]) == (
         VNI, VTEP["a"], 4789, False, True)
+    assert data["udp_csum"] is False  # no outer UDP checksum over IPv4, as Docker's overlay
     assert "group" not in data
     link = host.links.get(VXLAN)
     assert link.kind == "vxlan" and link.mtu == MTU and link.up and link.master == host.links.get(BRIDGE).index
