@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+
+from common.records import known_fields
 
 ACTIVE = "active"
 REMOVING = "removing"  # `docker network rm` ran on some host: every host drops its copy once unused
@@ -63,7 +65,7 @@ class Host:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Host":
-        return cls(**_known(cls, d))
+        return cls(**known_fields(cls, d))
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class Advert:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Advert":
-        d = _known(cls, d)
+        d = known_fields(cls, d)
         d["ips"] = tuple(d.get("ips", ()))
         return cls(**d)
 
@@ -98,9 +100,4 @@ class Member:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Member":
-        return cls(**_known(cls, d))
-
-
-def _known(cls, d: dict) -> dict:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
+        return cls(**known_fields(cls, d))

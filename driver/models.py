@@ -8,7 +8,9 @@ of dockerd (which never re-sends CreateNetwork/CreateEndpoint, protocol.md §6.7
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+
+from common.records import known_fields
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Network:
     def from_dict(cls, d: dict) -> "Network":
         return cls(
             id=d["id"],
-            config=NetworkConfig(**_known(NetworkConfig, d["config"])),
+            config=NetworkConfig(**known_fields(NetworkConfig, d["config"])),
             ipv4=tuple(IPAMData(**x) for x in d.get("ipv4", ())),
             ipv6=tuple(IPAMData(**x) for x in d.get("ipv6", ())),
             bridge_created=d.get("bridge_created", True),
@@ -83,10 +85,4 @@ class Endpoint:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Endpoint":
-        return cls(**_known(cls, d))
-
-
-def _known(cls, d: dict) -> dict:
-    """Drop keys a newer pynet may have stored, so an older one can still read the record."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
+        return cls(**known_fields(cls, d))
