@@ -19,7 +19,7 @@ declare), and its API is synchronous, which suits pynet's threads.  We use its
 Its ``Lease.refresh`` turns a keep-alive error into a KeyError, so lease calls
 are plain posts too.  Its watch we cannot use: it silently drops the responses that report a
 compacted start revision or a cancelled watch, so a caller would wait forever
-for events that are gone.  ``_WatchStream`` below posts to ``/watch`` (on a
+for events that are gone.  ``WatchStream`` below posts to ``/watch`` (on a
 session of its own: see ``open``) and reads the JSON lines itself; a reader
 thread feeds a queue so the caller's idle timeout holds while the socket blocks.
 
@@ -38,11 +38,9 @@ idle timeout, after which the re-watch fails fast: use a finite timeout.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import queue
-import socket
 import threading
 import urllib.parse
 from typing import Any, Callable, Iterator
@@ -54,8 +52,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
 from common.errors import PynetError, Unavailable
-from store._common import decode, encode
 from store.base import Compacted, Entry, Event, LeaseNotFound
+from store.etcd_codec import NO_KEY, b64, entry, new_revision, put, range_end
+from store.etcd_watch import END, WatchStream, stream_error
 
 log = logging.getLogger("pynet.store")
 
@@ -63,9 +62,7 @@ DEFAULT_PORT = 2379
 API_PATH = "/v3/"  # etcd 3.4+; 3.3 served only /v3beta/, 3.5 dropped /v3beta/
 POOL_SIZE = 32  # pooled HTTP connections per endpoint: many threads share one store
 REPLAY_GRACE_SECONDS = 1.0  # least quiet time allowed before a watch's first past events
-_NO_KEY = b"\0"  # as a range end: "every key from here on"; as a key: the first key
 _UNREACHABLE = (ConnectionFailedError, ConnectionTimeoutError)
-_END = object()  # queued by a watch stream that ended because we closed it
 
 
 def parse_endpoint(url: str) -> tuple[str, str, int]:
@@ -115,7 +112,7 @@ class EtcdStore:
         self._clients = [self._client(url) for url in self.urls]
         self._preferred = 0  # index of the endpoint that answered last
         self._lock = threading.Lock()
-        self._streams: set[_WatchStream] = set()
+        self._streams: set[WatchStream] = set()
         self._closed = False
 
     def _client(self, url: str) -> Etcd3Client:
@@ -175,33 +172,33 @@ class EtcdStore:
     # -- reads -----------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        kvs = self._post("kv/range", {"key": _b64(key)}).get("kvs") or []
-        return _entry(kvs[0]) if kvs else None
+        kvs = self._post("kv/range", {"key": b64(key)}).get("kvs") or []
+        return entry(kvs[0]) if kvs else None
 
     def list(self, prefix: str) -> list[Entry]:
-        body = {"key": _b64(prefix or _NO_KEY), "range_end": _b64(_range_end(prefix)),
+        body = {"key": b64(prefix or NO_KEY), "range_end": b64(range_end(prefix)),
                 "sort_order": "ASCEND", "sort_target": "KEY"}
-        entries = [_entry(kv) for kv in self._post("kv/range", body).get("kvs") or []]
+        entries = [entry(kv) for kv in self._post("kv/range", body).get("kvs") or []]
         return [e for e in entries if e.key.startswith(prefix)]
 
     def current_revision(self) -> int:
-        return int(self._post("kv/range", {"key": _b64(_NO_KEY), "count_only": True})["header"]["revision"])
+        return int(self._post("kv/range", {"key": b64(NO_KEY), "count_only": True})["header"]["revision"])
 
     # -- writes ----------------------------------------------------------------------
 
     def create(self, key: str, value: dict, lease: int = 0) -> int | None:
-        compare = {"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": 0}
-        return _new_revision(self._txn(compare, _put(key, value, lease)))
+        compare = {"key": b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": 0}
+        return new_revision(self._txn(compare, put(key, value, lease)))
 
     def cas(self, key: str, value: dict, revision: int, lease: int = 0) -> int | None:
-        compare = {"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": revision}
-        return _new_revision(self._txn(compare, _put(key, value, lease)))
+        compare = {"key": b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": revision}
+        return new_revision(self._txn(compare, put(key, value, lease)))
 
     def delete(self, key: str, revision: int | None = None) -> bool:
         if revision is None:
-            return int(self._post("kv/deleterange", {"key": _b64(key)}, resend=False).get("deleted", 0)) > 0
-        compare = {"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": revision}
-        result = self._txn(compare, {"request_delete_range": {"key": _b64(key)}})
+            return int(self._post("kv/deleterange", {"key": b64(key)}, resend=False).get("deleted", 0)) > 0
+        compare = {"key": b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": revision}
+        result = self._txn(compare, {"request_delete_range": {"key": b64(key)}})
         if not result.get("succeeded"):
             return False
         return int(result["responses"][0]["response_delete_range"].get("deleted", 0)) > 0
@@ -226,7 +223,7 @@ class EtcdStore:
                 return False
             raise
         if "error" in result:  # keep-alive is a stream: its errors come inside a 200
-            raise Unavailable(f"etcd could not refresh lease {lease_id}: {_stream_error(result)}")
+            raise Unavailable(f"etcd could not refresh lease {lease_id}: {stream_error(result)}")
         # An expired or revoked lease is not an error: the answer just has no TTL (0 omitted).
         return int(result.get("result", {}).get("TTL", 0)) > 0
 
@@ -252,7 +249,7 @@ class EtcdStore:
         is older than etcd's history: a range at that revision (of any key: the condition
         is the revision's alone) then fails."""
         try:
-            result = self._post("kv/range", {"key": _b64(_NO_KEY), "revision": start, "count_only": True})
+            result = self._post("kv/range", {"key": b64(NO_KEY), "revision": start, "count_only": True})
         except _Rejected as err:
             if "compacted" in str(err):
                 raise Compacted(f"revision {start} is compacted: {err}") from None
@@ -275,7 +272,7 @@ class EtcdStore:
                     item = stream.queue.get(timeout=wait)
                 except queue.Empty:
                     return
-                if item is _END:
+                if item is END:
                     return
                 if isinstance(item, Exception):
                     raise item
@@ -286,12 +283,12 @@ class EtcdStore:
             with self._lock:
                 self._streams.discard(stream)
 
-    def _open_stream(self, prefix: str, start: int) -> _WatchStream:
-        request = {"create_request": {"key": _b64(prefix or _NO_KEY), "range_end": _b64(_range_end(prefix)),
+    def _open_stream(self, prefix: str, start: int) -> WatchStream:
+        request = {"create_request": {"key": b64(prefix or NO_KEY), "range_end": b64(range_end(prefix)),
                                       "start_revision": start}}
 
-        def post(client: Etcd3Client) -> _WatchStream:
-            return _WatchStream.open(client, request, self.timeout)
+        def post(client: Etcd3Client) -> WatchStream:
+            return WatchStream.open(client, request, self.timeout)
 
         stream = self._call(post, "watch")
         with self._lock:
@@ -309,131 +306,6 @@ class EtcdStore:
             stream.close()
         for client in self._clients:
             client.session.close()
-
-
-class _WatchStream:
-    """One ``/watch`` HTTP stream and the thread that turns its JSON lines into queue items:
-    a list of Events per response, an exception that ends the iterator, or _END."""
-
-    def __init__(self, session: requests.Session, response: requests.Response, url: str) -> None:
-        self.queue: queue.Queue = queue.Queue()
-        self.url = url
-        self._session = session
-        self._response = response
-        self._sock = getattr(response.raw.connection, "sock", None)
-        self._closing = False
-
-    @classmethod
-    def open(cls, client: Etcd3Client, request: dict, timeout: float) -> _WatchStream:
-        """POST the create request; connection problems raise etcd3gw's exceptions like ``post``.
-
-        On a session of its own, with the client's TLS settings: closing a stream from
-        another thread races the reader thread, and both hand the connection back to
-        the session's pool; in a shared pool another request could get it while it
-        dies (seen as 'Connection aborted, ResponseNotReady' under load)."""
-        session = requests.Session()
-        session.verify, session.cert = client.session.verify, client.session.cert
-        try:
-            response = session.post(client.get_url("/watch"), json=request, stream=True, timeout=timeout)
-        except requests.exceptions.RequestException as err:
-            session.close()
-            failure = ConnectionTimeoutError if isinstance(err, requests.exceptions.Timeout) else ConnectionFailedError
-            raise failure(str(err)) from err
-        if response.status_code != 200:
-            response.close()
-            session.close()
-            raise Etcd3Exception(response.text, response.reason)
-        stream = cls(session, response, client.base_url)
-        # The timeout bounded the connect and the headers; the stream itself may be quiet for
-        # hours, and close() ends it by shutting the socket down.
-        if stream._sock is not None:
-            stream._sock.settimeout(None)
-        stream.start()
-        return stream
-
-    def start(self) -> None:
-        threading.Thread(target=self._read, name="etcd-watch", daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for line in self._response.iter_lines(chunk_size=None):
-                if line.strip():
-                    item = _watch_item(json.loads(line), self.url)
-                    if item:
-                        self.queue.put(item)
-                    if isinstance(item, Exception):
-                        return
-            ended: object = Unavailable(f"etcd at {self.url} closed the watch stream")
-        except Exception as err:  # the connection broke (or we shut it down)
-            ended = Unavailable(f"etcd watch stream from {self.url} broke: {err}")
-        self.queue.put(_END if self._closing else ended)
-
-    def close(self) -> None:
-        """Wake the reader (shutdown unblocks a recv in another thread; close alone may not)."""
-        self._closing = True
-        if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # already closed: the reader has ended anyway
-                pass
-        self._response.close()
-        self._session.close()
-
-
-def _watch_item(message: dict, url: str) -> list[Event] | Exception | None:
-    """One JSON line of the watch stream -> Events, or the exception that ends the watch."""
-    if "error" in message:  # the gateway's stream error, e.g. etcd shutting down
-        return Unavailable(f"etcd watch at {url} failed: {_stream_error(message)}")
-    result = message.get("result", {})
-    if int(result.get("compact_revision", 0)):
-        return Compacted(f"etcd compacted history up to revision {result['compact_revision']}")
-    if result.get("canceled"):
-        return Compacted(f"etcd cancelled the watch: {result.get('cancel_reason', 'no reason given')}")
-    return [_event(event) for event in result.get("events", [])]
-
-
-# -- encoding ------------------------------------------------------------------------
-
-
-def _b64(text: str | bytes) -> str:
-    raw = text.encode() if isinstance(text, str) else text
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _unb64(text: str) -> str:
-    return base64.b64decode(text).decode()
-
-
-def _range_end(prefix: str) -> bytes:
-    """The first key after every key starting with ``prefix`` (on UTF-8 bytes, as etcd orders)."""
-    end = bytearray(prefix.encode())
-    while end and end[-1] == 0xFF:
-        end.pop()
-    if not end:
-        return _NO_KEY
-    end[-1] += 1
-    return bytes(end)
-
-
-def _put(key: str, value: dict, lease: int) -> dict:
-    put = {"key": _b64(key), "value": _b64(encode(value))}
-    if lease:
-        put["lease"] = lease
-    return {"request_put": put}
-
-
-def _entry(kv: dict) -> Entry:
-    return Entry(_unb64(kv["key"]), decode(_unb64(kv.get("value", ""))), int(kv["mod_revision"]))
-
-
-def _event(event: dict) -> Event:
-    kv = event["kv"]
-    value = None if event.get("type") == "DELETE" else decode(_unb64(kv.get("value", "")))
-    return Event(_unb64(kv["key"]), value, int(kv["mod_revision"]))
-
-
-def _new_revision(result: dict) -> int | None:
-    return int(result["header"]["revision"]) if result.get("succeeded") else None
 
 
 # -- errors --------------------------------------------------------------------------
@@ -479,11 +351,6 @@ def _describe(failures: dict[str, str]) -> str:
     if len(failures) == 1:
         return next(iter(failures.values()))
     return "; ".join(f"{url}: {reason}" for url, reason in failures.items())
-
-
-def _stream_error(message: dict) -> str:
-    error = message["error"]
-    return str(error.get("message", error)) if isinstance(error, dict) else str(error)
 
 
 def _message(err: Etcd3Exception) -> str:

@@ -12,7 +12,8 @@ import pytest
 from common.errors import Unavailable
 from store import open_cluster_store
 from store.base import Compacted, Event
-from store.etcd import EtcdStore, _watch_item, parse_endpoint, parse_endpoints
+from store.etcd import EtcdStore, parse_endpoint, parse_endpoints
+from store.etcd_watch import watch_item
 from tests.helpers.etcd import EtcdProcess, free_port
 
 
@@ -157,11 +158,11 @@ def test_watch_stream_lines_from_etcd_3_4():
     compacted = {"result": {"header": {}, "canceled": True, "compact_revision": "6"}}
     canceled = {"result": {"header": {}, "canceled": True, "cancel_reason": "permission denied"}}
     closing = {"error": {"grpc_code": 14, "http_code": 503, "message": "transport is closing"}}
-    assert _watch_item(created, url) == []
-    assert _watch_item(events, url) == [Event("/w/x", {}, 6), Event("/w/x", None, 9)]
-    assert isinstance(_watch_item(compacted, url), Compacted)
-    assert "permission denied" in str(_watch_item(canceled, url))
-    assert isinstance(_watch_item(closing, url), Unavailable)
+    assert watch_item(created, url) == []
+    assert watch_item(events, url) == [Event("/w/x", {}, 6), Event("/w/x", None, 9)]
+    assert isinstance(watch_item(compacted, url), Compacted)
+    assert "permission denied" in str(watch_item(canceled, url))
+    assert isinstance(watch_item(closing, url), Unavailable)
 
 
 def _wait(predicate, limit=5.0):
