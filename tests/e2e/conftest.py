@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -217,8 +218,14 @@ class Cleanup:
             if p.returncode != 0 and "No such container" not in p.stderr:
                 errors.append(f"rm container {name}: {p.stderr.strip()}")
         for host, name in reversed(self._networks):
-            p = host.docker("network", "rm", name, check=False, timeout=60)
-            if p.returncode != 0 and "not found" not in p.stderr:
+            # An overlay removed on one host is also being removed by pynet on the others: dockerd may
+            # answer a concurrent rm of the same network with "has active endpoints"; look again.
+            for _ in range(10):
+                p = host.docker("network", "rm", name, check=False, timeout=60)
+                if p.returncode == 0 or "not found" in p.stderr:
+                    break
+                time.sleep(0.5)
+            else:
                 errors.append(f"rm network {name}: {p.stderr.strip()}")
         for fn, args, kwargs in reversed(self._callables):
             try:
