@@ -58,6 +58,7 @@ if str(REPO) not in sys.path:
 
 from bench.stats import summary  # noqa: E402
 from tests.helpers.cluster import Cluster, etcd_missing  # noqa: E402
+from tests.helpers.wait import wait_until  # noqa: E402
 from tests.helpers.dockerhost import (  # noqa: E402
     DockerHost,
     DockerHostError,
@@ -126,13 +127,6 @@ def _interleaved(nets: list[OverlayNet], i: int) -> list[OverlayNet]:
     return nets if i % 2 == 0 else nets[::-1]
 
 
-def _wait(check, seconds: float, step: float = 0.1):
-    deadline = time.monotonic() + seconds
-    while not (result := check()) and time.monotonic() < deadline:
-        time.sleep(step)
-    return result
-
-
 def _names(host: DockerHost, *args: str) -> set[str]:
     return set(host.docker(*args, check=False).stdout.split())
 
@@ -147,7 +141,7 @@ def swarm_up(a: DockerHost, b: DockerHost, advertise: str) -> dict:
     t1 = time.monotonic()
     b.docker("swarm", "join", "--token", token, f"{advertise}:2377", timeout=60)
     t_join = time.monotonic() - t1
-    ready = _wait(lambda: a.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == 2, 30)
+    ready = wait_until(lambda: a.docker("node", "ls", "--format", "{{.Status}}").stdout.split().count("Ready") == 2, 30)
     if not ready:
         raise DockerHostError(f"swarm: worker not Ready within 30 s:\n{a.docker('node', 'ls', check=False).stdout}")
     return {"init_s": t_init, "join_s": t_join, "both_ready_s": time.monotonic() - t0}
@@ -166,7 +160,7 @@ def create_pynet_network(a: DockerHost, b: DockerHost, net: OverlayNet) -> dict:
     """Create on A; wait for pynet to create it on B (by hand after APPEAR_TIMEOUT_S)."""
     a.docker("network", "create", *net.create_args, net.name)
     t0 = time.monotonic()
-    seen = _wait(lambda: net.name in _names(b, "network", "ls", "--format", "{{.Name}}"), APPEAR_TIMEOUT_S, 0.05)
+    seen = wait_until(lambda: net.name in _names(b, "network", "ls", "--format", "{{.Name}}"), APPEAR_TIMEOUT_S, 0.05)
     appeared = time.monotonic() - t0 if seen else None
     if not seen:
         print(f"  pynet: {net.name} did not appear on B within {APPEAR_TIMEOUT_S} s; creating it there by hand",
@@ -210,7 +204,7 @@ def remove_all(a: DockerHost, b: DockerHost, nets: list[OverlayNet], containers:
                     errors[h.name] = ((p.stderr or p.stdout).strip().splitlines() or [f"rc={p.returncode}"])[-1]
             return not listed
 
-        if not _wait(gone, 20, 0.5):
+        if not wait_until(gone, 20, 0.5):
             left += [f"{h.name}:{net.name} ({errors.get(h.name, 'reappeared')})" for h in hosts
                      if net.name in _names(h, "network", "ls", "--format", "{{.Name}}")]
     return left
@@ -221,14 +215,14 @@ def _start_iperf_pair(a: DockerHost, b: DockerHost, net: OverlayNet, timeout: fl
     a.docker("run", "-d", "--name", _server(net), "--network", net.name, "pn-iperf:local",
              IPERF, "-s", "--forceflush")
     b.docker("run", "-d", "--name", _client(net), "--network", net.name, "pn-iperf:local", "sleep", "1d")
-    if not _wait(lambda: "Server listening" in a.docker("logs", _server(net)).stdout, timeout):
+    if not wait_until(lambda: "Server listening" in a.docker("logs", _server(net)).stdout, timeout):
         raise DockerHostError(f"iperf3 server on {net.name} not listening within {timeout}s")
     return a.container_ip(_server(net), net.name)
 
 
 def _reachable(b: DockerHost, net: OverlayNet, ip: str) -> float:
     t0 = time.monotonic()
-    ok = _wait(lambda: b.docker("exec", _client(net), "ping", "-c1", "-W1", ip, check=False).returncode == 0,
+    ok = wait_until(lambda: b.docker("exec", _client(net), "ping", "-c1", "-W1", ip, check=False).returncode == 0,
                REACH_TIMEOUT_S, 0.1)
     if not ok:
         raise DockerHostError(f"{net.label}: {ip} on A not reachable from B's client within {REACH_TIMEOUT_S} s")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from cluster.docker_api import DockerApi, DockerApiError, create_request
 from cluster.models import Member
@@ -123,7 +124,7 @@ class ClusterAgent:
         # Read etcd before the local records: anything a concurrent handler wrote to etcd
         # was written to the local store first, so it is never mistaken for a leftover.
         have = c.registry.my_adverts()
-        mine = {name: m for (name, host), m in c.registry_members().items() if host == me}
+        mine = {name: m for (name, host), m in c.view_members().items() if host == me}
         overlays = {n.id: n for n in self._overlays()}
         want = {}
         for ep in self.network.repo.endpoints():
@@ -183,7 +184,7 @@ class ClusterAgent:
                     again = True
                 else:
                     body = create_request(inspected, rec.name, me)
-                    c.registry.update(rec.name, lambda o: o if o.docker else _with_docker(o, body))
+                    c.registry.update(rec.name, lambda o: o if o.docker else replace(o, docker=body))
                     log.info("overlay %r is Docker network %r: other hosts will create it", rec.name, body["Name"])
         # 2. Create the Docker network of overlays this host lacks.
         have = {n.config.overlay for n in local}
@@ -235,12 +236,6 @@ class ClusterAgent:
         if self._failing.get(what) != text:
             log.warning("%s: %s", what, text)
         self._failing[what] = text
-
-
-def _with_docker(overlay, body: dict):
-    from dataclasses import replace
-
-    return replace(overlay, docker=body)
 
 
 def _is(key: str, *kinds: str) -> bool:

@@ -19,8 +19,8 @@ from cluster.models import ACTIVE, REMOVING, Advert, Member, Overlay
 from common.errors import Conflict, Exhausted, Retryable
 from store import keys
 from store.base import Store
+from store.update import RETRIES, put, update
 
-RETRIES = 20
 VNI_MIN, VNI_MAX = 4096, 16_777_215  # below 4096 is left to users who pick VNIs by hand
 VNI_PROBES = 64
 
@@ -67,20 +67,15 @@ class OverlayRegistry:
             self._release_vni(record.vni, record.name)
 
     def update(self, name: str, change: Callable[[Overlay], Overlay]) -> Overlay | None:
-        key = keys.overlay(name)
-        for _ in range(RETRIES):
-            entry = self.store.get(key)
-            if entry is None:
-                return None
-            new = change(Overlay.from_dict(entry.value))
-            if new.to_dict() == entry.value or self.store.cas(key, new.to_dict(), entry.revision) is not None:
-                return new
-        raise Retryable(f"overlay {name!r} kept changing; try again")
+        doc = update(self.store, keys.overlay(name), lambda value: change(Overlay.from_dict(value)).to_dict(),
+                     f"overlay {name!r}")
+        return Overlay.from_dict(doc) if doc is not None else None
 
     def _claim_vni(self, name: str, vni: int) -> int:
         if vni:
             if self.store.create(keys.vni(vni), {"overlay": name}) is None:
-                owner = (self.store.get(keys.vni(vni)) or _NoEntry).value.get("overlay")
+                entry = self.store.get(keys.vni(vni))
+                owner = entry.value.get("overlay") if entry else None
                 if owner != name:
                     raise Conflict(f"VNI {vni} is already used by overlay {owner!r}")
             return vni
@@ -103,7 +98,7 @@ class OverlayRegistry:
     # -- members -----------------------------------------------------------------
     def join(self, name: str, network_id: str) -> None:
         """Record that this host has Docker network ``network_id`` for overlay ``name``."""
-        _put(self.store, keys.member(name, self.host_id), Member(network_id).to_dict())
+        put(self.store, keys.member(name, self.host_id), Member(network_id).to_dict())
 
     def leave(self, name: str, network_id: str) -> bool:
         """This host's copy is gone: drop the membership and mark the overlay for removal
@@ -129,7 +124,7 @@ class OverlayRegistry:
 
     # -- adverts -----------------------------------------------------------------
     def advertise(self, advert: Advert, lease: int) -> None:
-        _put(self.store, keys.advert(advert.overlay, advert.host, advert.endpoint), advert.to_dict(), lease)
+        put(self.store, keys.advert(advert.overlay, advert.host, advert.endpoint), advert.to_dict(), lease)
 
     def withdraw(self, overlay: str, endpoint_id: str) -> None:
         self.store.delete(keys.advert(overlay, self.host_id, endpoint_id))
@@ -142,21 +137,6 @@ class OverlayRegistry:
             if a.host == self.host_id:
                 out[(a.overlay, a.endpoint)] = (a, e.revision)
         return out
-
-
-class _NoEntry:
-    value: dict = {}
-
-
-def _put(store: Store, key: str, value: dict, lease: int = 0) -> None:
-    """Write ``value`` whatever is there (create, else compare-and-swap on what was read)."""
-    for _ in range(RETRIES):
-        if store.create(key, value, lease=lease) is not None:
-            return
-        entry = store.get(key)
-        if entry is not None and store.cas(key, value, entry.revision, lease=lease) is not None:
-            return
-    raise Retryable(f"{key} kept changing; try again")
 
 
 def _check_compatible(current: Overlay, wanted: Overlay, vni: int) -> None:

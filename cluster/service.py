@@ -15,7 +15,7 @@ import logging
 import threading
 
 from cluster.models import Advert, Host, Overlay, OverlayPool
-from cluster.registry import OverlayRegistry, _put
+from cluster.registry import OverlayRegistry
 from cluster.view import ClusterView, Remote
 from driver import names
 from store.base import LeaseNotFound
@@ -23,6 +23,7 @@ from driver.kernel.links import KernelError, Links
 from driver.models import Endpoint, Network
 from store import keys
 from store.base import Store
+from store.update import put
 
 log = logging.getLogger("pynet.cluster")
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (Docker's overlay uses the same)
@@ -63,7 +64,7 @@ class Membership:
 
     def _grant(self) -> None:
         lease = self.store.grant_lease(self.ttl)
-        _put(self.store, keys.host(self.host.id), self.host.to_dict(), lease)
+        put(self.store, keys.host(self.host.id), self.host.to_dict(), lease)
         if self.lease:
             log.warning("lease of host %s expired (etcd unreachable for more than %d s?): re-registered",
                         self.host.id, self.ttl)
@@ -117,7 +118,7 @@ class ClusterService:
         with self._tables_lock:
             self._programmed.pop(names.vxlan_name(net.id), None)
 
-    def registry_members(self) -> dict:
+    def view_members(self) -> dict:
         """(overlay, host) -> Member as the view has them (housekeeping's snapshot)."""
         with self.view_lock:
             return dict(self.view.members)

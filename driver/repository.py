@@ -7,12 +7,10 @@ its own record instead of making a second one.  Updates are compare-and-swap.
 
 from __future__ import annotations
 
-from common.errors import Retryable
 from driver.models import Endpoint, Network
 from store import keys
 from store.base import Store
-
-_CAS_RETRIES = 20
+from store.update import update
 
 
 class Repository:
@@ -52,15 +50,9 @@ class Repository:
 
     def update_endpoint(self, network_id: str, endpoint_id: str, change) -> Endpoint | None:
         """Apply ``change(Endpoint) -> Endpoint`` atomically; None if the endpoint is gone."""
-        key = keys.endpoint(network_id, endpoint_id)
-        for _ in range(_CAS_RETRIES):
-            entry = self._store.get(key)
-            if entry is None:
-                return None
-            new = change(Endpoint.from_dict(entry.value))
-            if new.to_dict() == entry.value or self._store.cas(key, new.to_dict(), entry.revision) is not None:
-                return new
-        raise Retryable(f"endpoint {endpoint_id[:12]} kept changing; try again")
+        doc = update(self._store, keys.endpoint(network_id, endpoint_id),
+                     lambda value: change(Endpoint.from_dict(value)).to_dict(), f"endpoint {endpoint_id[:12]}")
+        return Endpoint.from_dict(doc) if doc is not None else None
 
     def remove_endpoint(self, network_id: str, endpoint_id: str) -> None:
         self._store.delete(keys.endpoint(network_id, endpoint_id))

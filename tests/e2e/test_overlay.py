@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from tests.helpers.cluster import Cluster, wait_until
+from tests.helpers.cluster import Cluster
+from tests.helpers.wait import wait_until
 from tests.helpers.dockerhost import CommandError, DockerHost
 
 pytestmark = pytest.mark.e2e
@@ -134,6 +135,20 @@ def rm_containers_fast(host: DockerHost, names: list[str], batch: int = 25) -> N
         t.start()
     for t in threads:
         t.join()
+
+
+def overlay_pair(cl: Cluster, cleanup, name: str, subnet: str, ca: str, cb: str) -> tuple[str, str]:
+    """Overlay `name` created on a (and so appearing on b), container `ca` on a and `cb` on b, reachable
+    across; returns their addresses."""
+    a, b = cl.hosts
+    own_overlay(cleanup, cl, name)
+    overlay_create(a, name, subnet)
+    assert wait_for_network(b, name)
+    run(a, cleanup, ca, name)
+    run(b, cleanup, cb, name)
+    ip_a, ip_b = a.container_ip(ca, name), b.container_ip(cb, name)
+    assert_ping(a, ca, ip_b, wait=PROPAGATE_S)
+    return ip_a, ip_b
 
 
 # --------------------------------------------------------------------------------------------- tests
@@ -304,14 +319,8 @@ def test_concurrent_allocation_across_hosts_gives_unique_addresses(cluster, clea
 def test_pynet_restart_keeps_endpoints_and_peers(cluster, cleanup):
     cl = cluster
     a, b = cl.hosts
-    own_overlay(cleanup, cl, "rst")
-    overlay_create(a, "rst", "10.14.0.0/24")
-    assert wait_for_network(b, "rst")
-    run(a, cleanup, "ra", "rst")
-    run(b, cleanup, "rb", "rst")
-    ip_a, ip_b = a.container_ip("ra", "rst"), b.container_ip("rb", "rst")
+    ip_a, ip_b = overlay_pair(cl, cleanup, "rst", "10.14.0.0/24", "ra", "rb")
     mac_b = mac_of(b, "rb", "rst")
-    assert_ping(a, "ra", ip_b, wait=PROPAGATE_S)
     vxlan_a = kernel_names(a, "rst")[1]
 
     cl.restart_pynet(b, signal.SIGKILL)
@@ -335,13 +344,7 @@ def test_pynet_restart_keeps_endpoints_and_peers(cluster, cleanup):
 def test_etcd_outage_fails_new_starts_fast_and_keeps_traffic(cluster, cleanup):
     cl = cluster
     a, b = cl.hosts
-    own_overlay(cleanup, cl, "outage")
-    overlay_create(a, "outage", "10.15.0.0/24")
-    assert wait_for_network(b, "outage")
-    run(a, cleanup, "ea", "outage")
-    run(b, cleanup, "eb", "outage")
-    ip_a, ip_b = a.container_ip("ea", "outage"), b.container_ip("eb", "outage")
-    assert_ping(a, "ea", ip_b, wait=PROPAGATE_S)
+    ip_a, ip_b = overlay_pair(cl, cleanup, "outage", "10.15.0.0/24", "ea", "eb")
     # a steady ping across the whole outage: 75 × 0.2 s
     a.docker("exec", "-d", "ea", "sh", "-c", f"ping -i 0.2 -c 75 {ip_b} > /tmp/ping.log 2>&1")
 

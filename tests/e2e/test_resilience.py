@@ -7,15 +7,9 @@ import signal
 import socket
 import time
 
+from tests.helpers.wait import wait_until
+
 IMG = "busybox:local"
-
-
-def wait_until(check, seconds: float = 10.0, step: float = 0.2):
-    """Poll ``check()`` until it is truthy; returns its last value (the caller asserts on it)."""
-    deadline = time.monotonic() + seconds
-    while not (result := check()) and time.monotonic() < deadline:
-        time.sleep(step)
-    return result
 
 
 def post_raw(path, method: str, body: bytes) -> tuple[int, dict]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -52,15 +51,6 @@ ETCD_PORT = 2379
 ETCD_URL = f"http://{ETCD_ADDRESS}:{ETCD_PORT}"
 HOST_UNDERLAY_IF = "ul0"  # the host's side of its underlay veth
 HOST_NAMES = "abcdefghi"
-
-
-def wait_until(check: Callable[[], object], seconds: float = 10.0, step: float = 0.2):
-    """Poll ``check()`` until it is truthy or ``seconds`` have passed; returns its last value
-    (the caller asserts on it, so the failure message shows what was last seen)."""
-    deadline = time.monotonic() + seconds
-    while not (result := check()) and time.monotonic() < deadline:
-        time.sleep(step)
-    return result
 
 
 def etcd_missing() -> str | None:

@@ -15,6 +15,7 @@ from store.base import Compacted, Event
 from store.etcd import EtcdStore, parse_endpoint, parse_endpoints
 from store.etcd_watch import watch_item
 from tests.helpers.etcd import EtcdProcess, free_port
+from tests.helpers.wait import wait_until
 
 
 @contextlib.contextmanager
@@ -131,7 +132,7 @@ def test_watch_across_an_etcd_restart(tmp_path):
 
         thread = threading.Thread(target=watcher, daemon=True)
         thread.start()
-        assert _wait(lambda: seen), "the first event never arrived"
+        assert wait_until(lambda: seen, 5.0, 0.02), "the first event never arrived"
         own.restart()
         thread.join(5)
         assert ended and isinstance(ended[0], Unavailable), f"watch did not end with Unavailable: {ended}"
@@ -163,10 +164,3 @@ def test_watch_stream_lines_from_etcd_3_4():
     assert isinstance(watch_item(compacted, url), Compacted)
     assert "permission denied" in str(watch_item(canceled, url))
     assert isinstance(watch_item(closing, url), Unavailable)
-
-
-def _wait(predicate, limit=5.0):
-    deadline = time.monotonic() + limit
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()

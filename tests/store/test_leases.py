@@ -9,20 +9,10 @@ etcd, so each checks everything there is to check about one expiry.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from store.base import LeaseNotFound
-
-
-def wait_until(predicate, limit=5.0):
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_grant_gives_distinct_nonzero_ids(leases):
