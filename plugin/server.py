@@ -78,9 +78,8 @@ def _start_reconciler(services) -> None:
             reconcile(services.network)
         except Exception:
             log.exception("start-up reconciliation failed")
-        agent = getattr(services, "agent", None)
-        if agent is not None:
-            agent.start()  # after the kernel matches the local records
+        if services.agent is not None:
+            services.agent.start()  # after the kernel matches the local records
 
     threading.Thread(target=run, name="pynet-reconcile", daemon=True).start()
     threading.Thread(target=_keep_firewall_first, args=(services,), name="pynet-fw-keeper", daemon=True).start()
@@ -166,8 +165,9 @@ def _check_multi_host(settings: Settings) -> Settings:
     except ValueError as exc:
         raise SystemExit(f"pynet: --etcd: {exc}") from None
     links = Links()
+    vtep = settings.vtep_address
     try:
-        vtep = settings.vtep_address or links.default_source_address()
+        vtep = vtep or links.default_source_address()
         if not vtep:
             raise SystemExit("pynet: no --vtep-address given and no default route to take it from")
         links.underlay_mtu(vtep)
