@@ -209,10 +209,15 @@ class ClusterAgent:
             if net.config.overlay in gone:
                 inspected = self.docker.network(net.id)
                 if inspected is not None and not inspected.get("Containers"):
-                    if self.docker.remove_network(net.id):
-                        log.info("removed Docker network %r: overlay %r was removed", inspected.get("Name"),
-                                 net.config.overlay)
+                    what = f"removing Docker network {inspected.get('Name')!r} of overlay {net.config.overlay!r}"
+                    # A refusal (e.g. dockerd's endpoint-count leak, moby/moby#42119) is logged once
+                    # and tried again on the next pass.
+                    self._guard(what, lambda: self._remove_copy(net.id, what))
         return again
+
+    def _remove_copy(self, network_id: str, what: str) -> None:
+        if self.docker.remove_network(network_id):
+            log.info("%s: done", what)
 
     def _backoff(self, name: str, message: str, seconds: float = 30.0) -> None:
         if self._docker_backoff.get(name, 0) == 0:

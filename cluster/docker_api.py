@@ -60,9 +60,14 @@ class DockerApi:
         return str(doc.get("Id", ""))
 
     def remove_network(self, network_id: str) -> bool:
-        """False if Docker refuses (e.g. still in use) or does not know it."""
-        status, _ = self._call("DELETE", f"/networks/{network_id}")
-        return status in (200, 204)
+        """True if removed, False if Docker no longer knows it; DockerApiError with dockerd's reason
+        when it refuses (e.g. still in use)."""
+        status, doc = self._call("DELETE", f"/networks/{network_id}")
+        if status == 404:
+            return False
+        if status not in (200, 204):
+            raise DockerApiError(f"removing network {network_id[:12]}: HTTP {status}: {doc}")
+        return True
 
 
 def create_request(inspected: dict, overlay: str, origin: str) -> dict:

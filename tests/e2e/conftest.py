@@ -226,6 +226,11 @@ class Cleanup:
                     break
                 time.sleep(0.5)
             else:
+                if "has active endpoints" in p.stderr and not _has_containers(host, name):
+                    # dockerd's own endpoint-count leak after concurrent container removals
+                    # (moby/moby#42119, seen with Docker's bridge too): nothing of pynet's is left
+                    # in use, and the whole daemon goes with the test host.
+                    continue
                 errors.append(f"rm network {name}: {p.stderr.strip()}")
         for fn, args, kwargs in reversed(self._callables):
             try:
@@ -236,6 +241,11 @@ class Cleanup:
         self._networks.clear()
         self._callables.clear()
         return errors
+
+
+def _has_containers(host: DockerHost, network: str) -> bool:
+    count = host.docker("network", "inspect", network, "-f", "{{len .Containers}}", check=False).stdout.strip()
+    return count != "0"
 
 
 @pytest.fixture
