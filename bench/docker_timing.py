@@ -14,9 +14,10 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from tests.helpers.dockerhost import DockerHost, DockerHostError
+from pynet.lab.dockerhost import DockerHost
+from pynet.lab.proc import DockerHostError
 
-# The harness copies the host's iperf3 into pn-iperf:local under the same path (_build_iperf_tar).
+# The harness copies the host's iperf3 into pn-iperf:local under the same path (build_iperf_tar).
 IPERF = shutil.which("iperf3") or "/usr/bin/iperf3"
 
 

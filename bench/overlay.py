@@ -5,7 +5,7 @@
                      [--rounds N] [--containers N]         (root; ~2 min, --quick ~1 min)
 
 Also a section of ``bench/run.py`` (after the single-host steps). Two Docker hosts on one underlay
-(tests/helpers/cluster.py: netns per host, etcd on 192.0.2.10:2379, hostA 192.0.2.1, hostB 192.0.2.2), each
+(lab/cluster.py: netns per host, etcd on 192.0.2.10:2379, hostA 192.0.2.1, hostB 192.0.2.2), each
 with its own dockerd and ``pynet serve --etcd ... --vtep-address 192.0.2.<i> --log-level info``. On the same
 two dockerds a swarm is formed (A: ``swarm init --advertise-addr 192.0.2.1 --data-path-port 7789``, B joins
 as a worker), so both overlays share the hosts, the underlay and the machine's noise:
@@ -57,15 +57,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.stats import summary  # noqa: E402
-from tests.helpers.cluster import Cluster, etcd_missing  # noqa: E402
-from tests.helpers.wait import wait_until  # noqa: E402
-from tests.helpers.dockerhost import (  # noqa: E402
-    DockerHost,
-    DockerHostError,
-    _bin,
-    install_signal_handlers,
-    prerequisites_missing,
-)
+from pynet.lab.cluster import Cluster, etcd_missing  # noqa: E402
+from pynet.lab.wait import wait_until  # noqa: E402
+from pynet.lab.dockerhost import DockerHost  # noqa: E402
+from pynet.lab.proc import DockerHostError, binary, install_signal_handlers, prerequisites_missing  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 PYNET_ARGS = ("--log-level", "info")
@@ -273,10 +268,10 @@ def tune_prober(h: DockerHost, container: str) -> dict:
     """Set the prober's ARP retransmit timer (its own netns, entered by PID; /proc/sys/net is per netns)."""
     pid = str(_container_pid(h, container))
     path = "/proc/sys/net/ipv4/neigh/eth0/retrans_time_ms"
-    before = subprocess.run([_bin("nsenter"), "-t", pid, "-n", "cat", path], capture_output=True, text=True,
+    before = subprocess.run([binary("nsenter"), "-t", pid, "-n", "cat", path], capture_output=True, text=True,
                             check=True).stdout.strip()
-    subprocess.run([_bin("nsenter"), "-t", pid, "-n", "sh", "-c", f"echo {PROBER_RETRANS_MS} > {path}"], check=True)
-    after = subprocess.run([_bin("nsenter"), "-t", pid, "-n", "cat", path], capture_output=True, text=True,
+    subprocess.run([binary("nsenter"), "-t", pid, "-n", "sh", "-c", f"echo {PROBER_RETRANS_MS} > {path}"], check=True)
+    after = subprocess.run([binary("nsenter"), "-t", pid, "-n", "cat", path], capture_output=True, text=True,
                            check=True).stdout.strip()
     return {"retrans_time_ms_default": int(before), "retrans_time_ms": int(after)}
 
@@ -291,7 +286,7 @@ class Probe:
                   "esac; done; exit 1; }")
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         env["DOCKER_CONFIG"] = str(h.client_config)
-        self.proc = subprocess.Popen([_bin("docker"), "-H", h.host, "exec", prober, "sh", "-c", script],
+        self.proc = subprocess.Popen([binary("docker"), "-H", h.host, "exec", prober, "sh", "-c", script],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                      env=env)
         self.lines: queue.Queue = queue.Queue()

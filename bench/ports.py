@@ -22,8 +22,9 @@ from bench import docker_timing as dt
 from bench.call_trace import CallTrace
 from bench.plugin_latency import wait_for_socket
 from bench.stats import ratio, summary
-from plugin.ports_cli import fetch_ports
-from tests.helpers.dockerhost import DockerHost, DockerHostError, _bin
+from pynet.plugin.ports_cli import fetch_ports
+from pynet.lab.dockerhost import DockerHost
+from pynet.lab.proc import DockerHostError, binary
 
 HOST_ADDRESS = "198.51.100.1"  # TEST-NET-2, on a veth inside the bench's netns only
 DUMMY = ("bnchpub0", "bnchpub1")  # a veth pair (no dummy module needed); not pn*: pynet's orphan collector
@@ -34,14 +35,14 @@ RANGE = (7000, 7099)
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _add_host_address(host: DockerHost) -> None:
-    host.ns_exec(_bin("ip"), "link", "add", DUMMY[0], "type", "veth", "peer", "name", DUMMY[1])
-    host.ns_exec(_bin("ip"), "addr", "add", f"{HOST_ADDRESS}/32", "dev", DUMMY[0])
+    host.ns_exec(binary("ip"), "link", "add", DUMMY[0], "type", "veth", "peer", "name", DUMMY[1])
+    host.ns_exec(binary("ip"), "addr", "add", f"{HOST_ADDRESS}/32", "dev", DUMMY[0])
     for dev in DUMMY:
-        host.ns_exec(_bin("ip"), "link", "set", dev, "up")
+        host.ns_exec(binary("ip"), "link", "set", dev, "up")
 
 
 def _remove_host_address(host: DockerHost) -> None:
-    host.ns_exec(_bin("ip"), "link", "del", DUMMY[0], check=False)
+    host.ns_exec(binary("ip"), "link", "del", DUMMY[0], check=False)
 
 
 def _server(net: dt.NetSpec) -> str:

@@ -3,7 +3,7 @@
 
     /work/venv/bin/python bench/run.py [--quick]      (root; ~6 min, --quick ~2.5 min)
 
-One DockerHost (tests/helpers/dockerhost.py: a dockerd in a network namespace of its own) serves every
+One DockerHost (lab/dockerhost.py: a dockerd in a network namespace of its own) serves every
 step, with pynet at ``--log-level info`` (its production default):
 
 1. docker run   wall time of ``docker run --rm --network N busybox:local true`` on a bridge network and
@@ -54,7 +54,8 @@ from bench import ports as bench_ports  # noqa: E402
 from bench.call_trace import CallTrace  # noqa: E402
 from bench.report import render, render_overlay  # noqa: E402
 from bench.stats import summary  # noqa: E402
-from tests.helpers.dockerhost import DockerHost, _tail, install_signal_handlers, prerequisites_missing  # noqa: E402
+from pynet.lab.dockerhost import DockerHost  # noqa: E402
+from pynet.lab.proc import install_signal_handlers, prerequisites_missing, tail  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 PLUGIN_SUBNET = "10.62.0.0/16"  # 65k addresses: the cycles never run out
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_all(host, QUICK if args.quick else FULL, args.quick)
     except BaseException:
         for log in (host.pynet_log, host.dockerd_log):
-            print(f"---- tail of {log.name}\n{_tail(log, 30)}", file=sys.stderr)
+            print(f"---- tail of {log.name}\n{tail(log, 30)}", file=sys.stderr)
         raise
     finally:
         host.stop()

@@ -26,11 +26,11 @@ import threading
 import time
 from dataclasses import replace
 
-from cluster.docker_api import DockerApi, DockerApiError, create_request
-from cluster.models import Member
-from cluster.service import ClusterService
-from store import keys
-from store.base import Compacted
+from pynet.cluster.docker_api import DockerApi, DockerApiError, create_request
+from pynet.cluster.models import Member
+from pynet.cluster.service import ClusterService
+from pynet.store import keys
+from pynet.store.base import Compacted
 
 log = logging.getLogger("pynet.cluster")
 RESYNC = 30.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 
-from common import unixhttp
+from pynet import unixhttp
 
 API = "/v1.41"  # dockerd 20.10+ speaks it; nothing newer is needed
 TIMEOUT = 30.0

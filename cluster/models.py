@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from common.records import known_fields
+from pynet.records import known_fields
 
 ACTIVE = "active"
 REMOVING = "removing"  # `docker network rm` ran on some host: every host drops its copy once unused

@@ -15,11 +15,11 @@ import zlib
 from dataclasses import replace
 from typing import Callable
 
-from cluster.models import ACTIVE, REMOVING, Advert, Member, Overlay
-from common.errors import Conflict, Exhausted, Retryable
-from store import keys
-from store.base import Store
-from store.update import RETRIES, put, update
+from pynet.cluster.models import ACTIVE, REMOVING, Advert, Member, Overlay
+from pynet.errors import Conflict, Exhausted, Retryable
+from pynet.store import keys
+from pynet.store.base import Store
+from pynet.store.update import RETRIES, put, update
 
 VNI_MIN, VNI_MAX = 4096, 16_777_215  # below 4096 is left to users who pick VNIs by hand
 VNI_PROBES = 64

@@ -14,16 +14,16 @@ import ipaddress
 import logging
 import threading
 
-from cluster.models import Advert, Host, Overlay, OverlayPool
-from cluster.registry import OverlayRegistry
-from cluster.view import ClusterView, Remote
-from driver import names
-from store.base import LeaseNotFound
-from driver.kernel.links import KernelError, Links
-from driver.models import Endpoint, Network
-from store import keys
-from store.base import Store
-from store.update import put
+from pynet.cluster.models import Advert, Host, Overlay, OverlayPool
+from pynet.cluster.registry import OverlayRegistry
+from pynet.cluster.view import ClusterView, Remote
+from pynet.driver import names
+from pynet.store.base import LeaseNotFound
+from pynet.driver.kernel.links import KernelError, Links
+from pynet.driver.models import Endpoint, Network
+from pynet.store import keys
+from pynet.store.base import Store
+from pynet.store.update import put
 
 log = logging.getLogger("pynet.cluster")
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (Docker's overlay uses the same)

@@ -9,9 +9,9 @@ drop -- is a function of this view, so it is unit-tested without etcd.
 
 from __future__ import annotations
 
-from cluster.models import ACTIVE, Advert, Host, Member, Overlay
-from store import keys
-from store.base import Entry, Event
+from pynet.cluster.models import ACTIVE, Advert, Host, Member, Overlay
+from pynet.store import keys
+from pynet.store.base import Entry, Event
 
 Remote = tuple[str, frozenset[str]]  # (vtep, plain IPs)
 

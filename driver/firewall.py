@@ -56,7 +56,7 @@ import subprocess
 import threading
 from typing import Protocol
 
-from driver.models import Endpoint, Network
+from pynet.driver.models import Endpoint, Network
 
 log = logging.getLogger("pynet.firewall")
 

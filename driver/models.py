@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from common.records import known_fields
+from pynet.records import known_fields
 
 
 @dataclass(frozen=True)

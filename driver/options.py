@@ -15,9 +15,9 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from common.errors import BadRequest
-from driver import names
-from driver.models import NetworkConfig
+from pynet.errors import BadRequest
+from pynet.driver import names
+from pynet.driver.models import NetworkConfig
 
 GENERIC = "com.docker.network.generic"
 MTU = "com.docker.network.driver.mtu"

@@ -19,9 +19,9 @@ import ipaddress
 import socket
 from dataclasses import asdict, dataclass
 
-from common.errors import BadRequest, Conflict, Retryable
-from store import keys
-from store.base import Store
+from pynet.errors import BadRequest, Conflict, Retryable
+from pynet.store import keys
+from pynet.store.base import Store
 
 PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
 DYNAMIC = range(49153, 61000)  # like Docker's dynamic range, below the kernel's ephemeral ports

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 
-from driver import names
-from driver.service import NetworkService
+from pynet.driver import names
+from pynet.driver.service import NetworkService
 
 log = logging.getLogger("pynet.reconcile")
 

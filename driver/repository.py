@@ -7,10 +7,10 @@ its own record instead of making a second one.  Updates are compare-and-swap.
 
 from __future__ import annotations
 
-from driver.models import Endpoint, Network
-from store import keys
-from store.base import Store
-from store.update import update
+from pynet.driver.models import Endpoint, Network
+from pynet.store import keys
+from pynet.store.base import Store
+from pynet.store.update import update
 
 
 class Repository:

@@ -27,16 +27,16 @@ import re
 import threading
 from dataclasses import dataclass, replace
 
-from common.errors import BadRequest, Conflict, NotFound, PynetError
-from driver import names, options
-from driver.firewall import Firewall
-from driver.kernel import sysctl
-from driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec, VxlanSpec
-from driver.ports import Binding, PortReservations, families_for, parse_requests
-from driver.locks import KeyedLocks
-from driver.models import Endpoint, IPAMData, Network
-from driver.repository import Repository
-from store.base import Store
+from pynet.errors import BadRequest, Conflict, NotFound, PynetError
+from pynet.driver import names, options
+from pynet.driver.firewall import Firewall
+from pynet.driver.kernel import sysctl
+from pynet.driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec, VxlanSpec
+from pynet.driver.ports import Binding, PortReservations, families_for, parse_requests
+from pynet.driver.locks import KeyedLocks
+from pynet.driver.models import Endpoint, IPAMData, Network
+from pynet.driver.repository import Repository
+from pynet.store.base import Store
 
 log = logging.getLogger("pynet.driver")
 _ID = re.compile(r"^[0-9a-f]{12,64}$")

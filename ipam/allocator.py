@@ -29,10 +29,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from common.errors import BadRequest, Conflict, Exhausted
-from ipam.pools import Address, Network, check_in_pool
-from store import keys
-from store.base import Entry, Store
+from pynet.errors import BadRequest, Conflict, Exhausted
+from pynet.ipam.pools import Address, Network, check_in_pool
+from pynet.store import keys
+from pynet.store.base import Entry, Store
 
 ENDPOINT = "endpoint"
 GATEWAY = "gateway"

@@ -19,8 +19,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from common.errors import BadRequest
-from ipam.models import PoolRef
+from pynet.errors import BadRequest
+from pynet.ipam.models import PoolRef
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from common.errors import Retryable
-from ipam.models import PoolRecord, PoolRef
-from store import keys
-from store.base import Store
+from pynet.errors import Retryable
+from pynet.ipam.models import PoolRecord, PoolRef
+from pynet.store import keys
+from pynet.store.base import Store
 
 RETRIES = 20
 

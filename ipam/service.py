@@ -32,16 +32,16 @@ import logging
 import secrets
 import time
 
-from common.errors import BadRequest, Conflict, Exhausted, NotFound, Unavailable
-from ipam import allocator
-from ipam.allocator import AddressRange
-from ipam.models import PoolRecord, PoolResult
-from ipam.pools import (DEFAULT_POOLS, Network, check_sub_pool, default_candidates,
+from pynet.errors import BadRequest, Conflict, Exhausted, NotFound, Unavailable
+from pynet.ipam import allocator
+from pynet.ipam.allocator import AddressRange
+from pynet.ipam.models import PoolRecord, PoolResult
+from pynet.ipam.pools import (DEFAULT_POOLS, Network, check_sub_pool, default_candidates,
                         find_overlap, format_pool_id, parse_address, parse_default_pools,
                         parse_network, parse_pool_id)
-from ipam.registry import Pools, PoolRegistry
-from store import keys
-from store.base import Store
+from pynet.ipam.registry import Pools, PoolRegistry
+from pynet.store import keys
+from pynet.store.base import Store
 
 log = logging.getLogger("pynet.ipam")
 

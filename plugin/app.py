@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from driver.service import NetworkService
-from ipam.service import IpamService
-from plugin import http, wire_ipam, wire_network
+from pynet.driver.service import NetworkService
+from pynet.ipam.service import IpamService
+from pynet.plugin import http, wire_ipam, wire_network
 
 IMPLEMENTS = {"Implements": ["NetworkDriver", "IpamDriver"]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plugin import settings as settings_mod
+from pynet.plugin import settings as settings_mod
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         print(version("pynet-plugin"))
         return 0
     if args.command == "ports":
-        from plugin import ports_cli
+        from pynet.plugin import ports_cli
 
         return ports_cli.main(args)  # it resolves --socket / --docker-host defaults itself
     if args.command != "serve":
         parser.print_help()
         return 2
     settings = settings_mod.resolve(vars(args))
-    from plugin.server import serve
+    from pynet.plugin.server import serve
 
     return serve(settings)
 

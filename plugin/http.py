@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 from flask import Flask, Response, request
 
-from common.errors import BadRequest, NotFound, PynetError
-from plugin.wire import decode, encode
+from pynet.errors import BadRequest, NotFound, PynetError
+from pynet.plugin.wire import decode, encode
 
 log = logging.getLogger("pynet.http")
 

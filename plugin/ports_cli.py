@@ -20,7 +20,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-from common import unixhttp
+from pynet import unixhttp
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"

@@ -19,23 +19,25 @@ import socket as socketlib
 import sys
 import threading
 
+import pynet
 from gunicorn.app.base import BaseApplication
 
-from plugin.settings import Settings
+from pynet.plugin.settings import Settings
 
 log = logging.getLogger("pynet")
-_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The folder that holds the pynet package (site-packages, or the repository for an editable install).
+_IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pynet.__file__)))
 
 
 def build_services(settings: Settings):
     """Wire the real collaborators: store in the state dir, netlink, iptables; with --etcd also the
     cluster store, which then holds IPAM (one address space for every host) and the overlays."""
-    from driver.firewall import IptablesFirewall
-    from driver.kernel.links import Links
-    from driver.service import NetworkService
-    from ipam.service import IpamService
-    from plugin.app import Services
-    from store import open_store
+    from pynet.driver.firewall import IptablesFirewall
+    from pynet.driver.kernel.links import Links
+    from pynet.driver.service import NetworkService
+    from pynet.ipam.service import IpamService
+    from pynet.plugin.app import Services
+    from pynet.store import open_store
 
     for noisy in ("pyroute2", "asyncio", "urllib3"):  # after importing pyroute2, which sets its own level
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
@@ -44,10 +46,10 @@ def build_services(settings: Settings):
     if not settings.etcd:
         network = NetworkService(store, links, IptablesFirewall())
         return Services(network=network, ipam=IpamService(store, settings.default_pools))
-    from cluster.agent import ClusterAgent
-    from cluster.docker_api import DockerApi
-    from cluster.service import ClusterService
-    from store import open_cluster_store
+    from pynet.cluster.agent import ClusterAgent
+    from pynet.cluster.docker_api import DockerApi
+    from pynet.cluster.service import ClusterService
+    from pynet.store import open_cluster_store
 
     host_id = _host_id(store)
     shared = open_cluster_store(settings.etcd)
@@ -64,14 +66,14 @@ def _host_id(store) -> str:
     """This host's id in the cluster: made once, kept in the local store (survives restarts)."""
     import secrets
 
-    from store import keys
+    from pynet.store import keys
 
     store.create(keys.local_host_id(), {"id": secrets.token_hex(6)})
     return store.get(keys.local_host_id()).value["id"]
 
 
 def _start_reconciler(services) -> None:
-    from driver.reconcile import reconcile
+    from pynet.driver.reconcile import reconcile
 
     def run():
         try:
@@ -118,8 +120,8 @@ class _Gunicorn(BaseApplication):
             "accesslog": "-" if s.log_level == "debug" else None,
             "proc_name": "pynet",
             "umask": 0o077,
-            # gunicorn puts chdir first on sys.path: make it pynet's own tree, never the caller's cwd.
-            "chdir": _PROJECT_ROOT,
+            # gunicorn puts chdir first on sys.path: make it where pynet is installed, never the caller's cwd.
+            "chdir": _IMPORT_ROOT,
             # Newer gunicorn opens a control socket in ~/.gunicorn, shared by every instance; pynet needs none.
             "control_socket_disable": True,
         }.items():
@@ -127,7 +129,7 @@ class _Gunicorn(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        from plugin.app import create_app
+        from pynet.plugin.app import create_app
 
         services = build_services(self.settings)
         _start_reconciler(services)
@@ -157,8 +159,8 @@ def _check_multi_host(settings: Settings) -> Settings:
     the socket is bound: a wrong etcd URL or VTEP should stop `pynet serve`, not every request."""
     from dataclasses import replace
 
-    from driver.kernel.links import Links
-    from store.etcd import parse_endpoints
+    from pynet.driver.kernel.links import Links
+    from pynet.store.etcd import parse_endpoints
 
     try:
         parse_endpoints(settings.etcd)

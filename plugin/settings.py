@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ipam.pools import DEFAULT_POOLS
+from pynet.ipam.pools import DEFAULT_POOLS
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import dataclasses
 import typing
 from dataclasses import MISSING, field, fields, is_dataclass
 
-from common.errors import BadRequest
+from pynet.errors import BadRequest
 
 _TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", dict: "an object", list: "a list"}
 

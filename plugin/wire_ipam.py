@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ipam.service import IpamService
-from plugin.http import Route
-from plugin.wire import wire
+from pynet.ipam.service import IpamService
+from pynet.plugin.http import Route
+from pynet.plugin.wire import wire
 
 
 @dataclass

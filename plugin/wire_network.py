@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from driver.models import IPAMData
-from driver.service import NetworkService
-from plugin.http import Route
-from plugin.wire import wire
+from pynet.driver.models import IPAMData
+from pynet.driver.service import NetworkService
+from pynet.plugin.http import Route
+from pynet.plugin.wire import wire
 
 
 @dataclass

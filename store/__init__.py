@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from store.base import Compacted, Entry, Event, LeaseNotFound, Store
+from pynet.store.base import Compacted, Entry, Event, LeaseNotFound, Store
 
 DB_NAME = "pynet.db"
 
@@ -18,7 +18,7 @@ __all__ = ["Compacted", "Entry", "Event", "LeaseNotFound", "Store", "open_cluste
 
 def open_store(state_dir: str) -> Store:
     """A SqliteStore at ``<state_dir>/pynet.db``; creates the dir (mode 0700) if missing."""
-    from store.sqlite import SqliteStore  # imported here: importing the package does no work
+    from pynet.store.sqlite import SqliteStore  # imported here: importing the package does no work
 
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     return SqliteStore(os.path.join(state_dir, DB_NAME))
@@ -28,9 +28,9 @@ def open_cluster_store(endpoints: str | list[str], timeout: float = 2.0) -> Stor
     """An EtcdStore on ``endpoints``: URLs (``http://host:port``) as a list or comma-separated.
 
     Connects lazily (nothing is sent before the first call).  ValueError for a
-    malformed or empty endpoint list; each call raises common.errors.Unavailable
+    malformed or empty endpoint list; each call raises pynet.errors.Unavailable
     when no endpoint answers within ``timeout`` seconds.
     """
-    from store.etcd import EtcdStore  # imported here: etcd3gw loads only when a cluster is used
+    from pynet.store.etcd import EtcdStore  # imported here: etcd3gw loads only when a cluster is used
 
     return EtcdStore(endpoints, timeout=timeout)

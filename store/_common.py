@@ -16,7 +16,7 @@ import json
 import time
 from typing import Iterator, Protocol
 
-from store.base import Event
+from pynet.store.base import Event
 
 BATCH = 1000  # events fetched per look; bounds the work done under a store's lock
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
-from common.errors import Retryable
+from pynet.errors import Retryable
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class Store(Protocol):
         A caller resumes with ``start_revision = last_seen.revision + 1``.
         Raises ``Compacted`` if history before ``start_revision`` is gone; the
         caller then re-lists and watches from ``current_revision() + 1``.
-        A store reached over the network raises ``common.errors.Unavailable``
+        A store reached over the network raises ``pynet.errors.Unavailable``
         (at the call or from the iterator) when it cannot be reached or the
         connection drops; the caller re-watches later from last revision + 1.
         """

@@ -25,7 +25,7 @@ thread feeds a queue so the caller's idle timeout holds while the socket blocks.
 
 Several endpoints (the members of one cluster): a call goes to the one that
 last worked and moves on in order when it cannot connect; when none answers,
-``common.errors.Unavailable`` (HTTP 503) names them all.  Every request is
+``pynet.errors.Unavailable`` (HTTP 503) names them all.  Every request is
 bounded by ``timeout`` per endpoint, so nothing hangs.  A read, or a write that
 never reached a server (connection refused, connect timeout), is safe to retry
 on the next endpoint.  A write whose connection failed after it was sent may or
@@ -51,10 +51,10 @@ from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Et
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
-from common.errors import PynetError, Unavailable
-from store.base import Compacted, Entry, Event, LeaseNotFound
-from store.etcd_codec import NO_KEY, b64, entry, new_revision, put, range_end
-from store.etcd_watch import END, WatchStream, stream_error
+from pynet.errors import PynetError, Unavailable
+from pynet.store.base import Compacted, Entry, Event, LeaseNotFound
+from pynet.store.etcd_codec import NO_KEY, b64, entry, new_revision, put, range_end
+from pynet.store.etcd_watch import END, WatchStream, stream_error
 
 log = logging.getLogger("pynet.store")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 
-from store._common import decode, encode
-from store.base import Entry, Event
+from pynet.store._common import decode, encode
+from pynet.store.base import Entry, Event
 
 NO_KEY = b"\0"  # as a range end: "every key from here on"; as a key: the first key
 

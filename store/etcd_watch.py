@@ -17,9 +17,9 @@ import requests
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception
 
-from common.errors import Unavailable
-from store.base import Compacted, Event
-from store.etcd_codec import event as _event
+from pynet.errors import Unavailable
+from pynet.store.base import Compacted, Event
+from pynet.store.etcd_codec import event as _event
 
 END = object()  # queued by a stream that ended because we closed it
 

@@ -25,8 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from store._common import BATCH, decode, encode, watch_loop
-from store.base import Compacted, Entry, Event, LeaseNotFound
+from pynet.store._common import BATCH, decode, encode, watch_loop
+from pynet.store.base import Compacted, Entry, Event, LeaseNotFound
 
 LEASE_POLL_SECONDS = 0.05  # how often a waiting watcher checks the clock while leases exist
 

@@ -36,9 +36,9 @@ import sqlite3
 import threading
 from typing import Iterator
 
-from common.errors import Retryable
-from store._common import BATCH, decode, encode, prefix_upper_bound, watch_loop
-from store.base import Compacted, Entry, Event
+from pynet.errors import Retryable
+from pynet.store._common import BATCH, decode, encode, prefix_upper_bound, watch_loop
+from pynet.store.base import Compacted, Entry, Event
 
 POLL_SECONDS = 0.5
 NO_LEASES = "leases need the etcd store"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from common.errors import Retryable
-from store.base import Store
+from pynet.errors import Retryable
+from pynet.store.base import Store
 
 RETRIES = 20
 

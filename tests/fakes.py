@@ -6,7 +6,7 @@ behaviour is proven by tests/kernel and tests/e2e.
 
 from __future__ import annotations
 
-from driver.kernel.links import BridgeSpec, KernelError, LinkInfo, VethSpec
+from pynet.driver.kernel.links import BridgeSpec, KernelError, LinkInfo, VethSpec
 
 
 class FakeLinks:

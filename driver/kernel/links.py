@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from driver.kernel.overlay import OverlayLinks, VxlanSpec  # noqa: F401  (VxlanSpec: re-exported)
+from pynet.driver.kernel.overlay import OverlayLinks, VxlanSpec  # noqa: F401  (VxlanSpec: re-exported)
 
 log = logging.getLogger("pynet.kernel")
 

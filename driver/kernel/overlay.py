@@ -70,7 +70,7 @@ def _owned(method):
 
 
 def _kernel_error(message: str) -> Exception:
-    from driver.kernel.links import KernelError  # links.py imports this module: resolve at call time
+    from pynet.driver.kernel.links import KernelError  # links.py imports this module: resolve at call time
 
     return KernelError(message)
 

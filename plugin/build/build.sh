@@ -134,14 +134,8 @@ base_python_version() {
 # pynet's own wheel, keyed by everything that goes into it. Built from a copy of those files: setuptools
 # would otherwise work in the repository's build/, where stale modules from an older tree get packaged.
 project_files() {
-    local packages
-    # The top-level packages pyproject.toml ships (one list to keep up to date, not two).
-    packages=$("$python" -c 'import sys, tomllib
-print(" ".join(sorted({p.split(".")[0] for p in tomllib.load(open(sys.argv[1], "rb"))["tool"]["setuptools"]["packages"]})))' \
-               "$REPO/pyproject.toml")
-    # shellcheck disable=SC2086  # word splitting of the package list is intended
-    (cd "$REPO" && { printf '%s\0' pyproject.toml README.md; find $packages -name '*.py' -print0; } \
-        | LC_ALL=C sort -z)
+    # Every file the wheel is built from, as setup.py derives them (the one list of what ships).
+    (cd "$REPO" && "$python" setup.py sources | tr '\n' '\0' | LC_ALL=C sort -z)
 }
 
 project_wheel() {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from driver.service import NetworkService
-from ipam.service import IpamService
-from plugin.app import Services, create_app
-from store.memory import MemoryStore
+from pynet.driver.service import NetworkService
+from pynet.ipam.service import IpamService
+from pynet.plugin.app import Services, create_app
+from pynet.store.memory import MemoryStore
 from tests.fakes import FakeFirewall, FakeLinks
 
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.agent import ClusterAgent
-from cluster.models import REMOVING
-from cluster.service import ClusterService
-from driver import names
-from driver.service import NetworkService
-from ipam.service import IpamService
-from plugin.app import Services, create_app
-from store import keys
-from store.memory import MemoryStore
+from pynet.cluster.agent import ClusterAgent
+from pynet.cluster.models import REMOVING
+from pynet.cluster.service import ClusterService
+from pynet.driver import names
+from pynet.driver.service import NetworkService
+from pynet.ipam.service import IpamService
+from pynet.plugin.app import Services, create_app
+from pynet.store import keys
+from pynet.store.memory import MemoryStore
 from tests.contract.conftest import post
 from tests.contract.test_protocol import create_network, start_endpoint
 from tests.fakes import FakeFirewall, FakeLinks
@@ -124,7 +124,7 @@ def test_a_second_copy_on_one_host_and_a_different_subnet_are_conflicts(shared, 
 
 
 def test_etcd_failure_during_create_endpoint_rolls_back(a, shared, monkeypatch):
-    from common.errors import Unavailable
+    from pynet.errors import Unavailable
 
     _, _, pool = create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)
     monkeypatch.setattr(a.cluster.registry, "advertise",
@@ -145,7 +145,7 @@ def test_replay_before_the_first_listing_keeps_the_tunnel_tables(a, b):
     restarted = make_host(a.cluster.store, "ha", "192.0.2.1")  # a new process: empty view
     restarted.links, restarted.network.links, restarted.cluster.links = a.links, a.links, a.links
     restarted.network.repo = a.network.repo
-    from driver.reconcile import reconcile
+    from pynet.driver.reconcile import reconcile
 
     reconcile(restarted.network)
     assert a.links.remotes(names.vxlan_name(NA)) == before

@@ -9,7 +9,7 @@ Fixtures
 - ``make_dockerhost`` (function): factory ``make_dockerhost(name, pynet=True, images=True)`` for tests that
   need a fresh or several hosts; each is stopped at the end of the test.
 - ``cleanup`` (function): registry of things a test created; removed at teardown, also on failure.
-- ``bare_cluster`` (session): a 2-host Cluster (tests/helpers/cluster.py): hosts "a" (192.0.2.1) and
+- ``bare_cluster`` (session): a 2-host Cluster (lab/cluster.py): hosts "a" (192.0.2.1) and
   "b" (192.0.2.2) on an underlay with etcd on 192.0.2.10:2379, busybox:local loaded, pynet NOT started.
 - ``cluster`` (session): the same cluster with ``pynet serve --etcd ... --vtep-address ...`` on every host
   (``--lease-ttl CLUSTER_LEASE_TTL``). Before every test that uses it, etcd, the underlay links, dockerd
@@ -31,13 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cluster import Cluster, etcd_missing
-from tests.helpers.dockerhost import (
-    DockerHost,
-    _tail,
-    install_signal_handlers,
-    prerequisites_missing,
-)
+from pynet.lab.cluster import Cluster, etcd_missing
+from pynet.lab.dockerhost import DockerHost
+from pynet.lab.proc import install_signal_handlers, prerequisites_missing, tail
 
 CLUSTER_LEASE_TTL = 8  # seconds; short, so host-loss tests need not wait pynet's default 15 s
 
@@ -271,9 +267,9 @@ def pytest_runtest_makereport(item, call):
         for fx in ("dockerhost", "bare_dockerhost"):
             host = item.funcargs.get(fx) if hasattr(item, "funcargs") else None
             if isinstance(host, DockerHost):
-                rep.sections.append((f"dockerd log ({host.netns})", _tail(host.dockerd_log, 60)))
+                rep.sections.append((f"dockerd log ({host.netns})", tail(host.dockerd_log, 60)))
                 if host.pynet_log.exists():
-                    rep.sections.append((f"pynet log ({host.netns})", _tail(host.pynet_log, 80)))
+                    rep.sections.append((f"pynet log ({host.netns})", tail(host.pynet_log, 80)))
                 break
         clusters = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Cluster)]
         clusters += getattr(item, "_pn_clusters", [])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers.dockerhost import CommandError
+from pynet.lab.proc import CommandError
 
 IMG = "busybox:local"
 

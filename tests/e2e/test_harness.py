@@ -1,4 +1,4 @@
-"""Self-tests of the e2e harness (tests/helpers/dockerhost.py): they need no pynet."""
+"""Self-tests of the e2e harness (lab/dockerhost.py): they need no pynet."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.dockerhost import CommandError
+from pynet.lab.proc import CommandError
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "plugin" / "build" / "build.sh"

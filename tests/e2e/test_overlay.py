@@ -1,7 +1,7 @@
 """Multi-host VXLAN overlays through etcd (issue 4), black-box, on a Cluster of real dockerds.
 
 Every host runs ``pynet serve --etcd http://192.0.2.10:2379 --vtep-address 192.0.2.<i> --docker-host ...``
-(tests/helpers/cluster.py). Each test uses its own overlay name and subnet, so a failure in one leaves
+(lab/cluster.py). Each test uses its own overlay name and subnet, so a failure in one leaves
 nothing in etcd that another could trip over; containers and networks are removed on every host.
 
 Kernel objects per network on each host (contract): bridge ``pn-<local network id[:12]>``, VXLAN device
@@ -21,9 +21,10 @@ import time
 
 import pytest
 
-from tests.helpers.cluster import Cluster
-from tests.helpers.wait import wait_until
-from tests.helpers.dockerhost import CommandError, DockerHost
+from pynet.lab.cluster import Cluster
+from pynet.lab.wait import wait_until
+from pynet.lab.dockerhost import DockerHost
+from pynet.lab.proc import CommandError
 
 pytestmark = pytest.mark.e2e
 

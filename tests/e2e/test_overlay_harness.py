@@ -1,4 +1,4 @@
-"""Self-tests of the multi-host harness (tests/helpers/cluster.py): the topology, without pynet."""
+"""Self-tests of the multi-host harness (lab/cluster.py): the topology, without pynet."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cluster import ETCD_ADDRESS, ETCD_URL, HOST_UNDERLAY_IF, UNDERLAY_BRIDGE
-from tests.helpers.dockerhost import RECORD_DIR, CommandError
+from pynet.lab.cluster import ETCD_ADDRESS, ETCD_URL, HOST_UNDERLAY_IF, UNDERLAY_BRIDGE
+from pynet.lab.dockerhost import RECORD_DIR
+from pynet.lab.proc import CommandError
 
 pytestmark = pytest.mark.e2e
 

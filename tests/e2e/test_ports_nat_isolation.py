@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from tests.helpers.dockerhost import CommandError, _bin, _run, pynet_executable
+from pynet.lab.proc import CommandError, binary, pynet_executable
+from pynet.lab.proc import run as command
 
 IMG = "busybox:local"
 IPERF_IMG = "pn-iperf:local"
@@ -162,22 +163,22 @@ class Peer:
         self.netns = f"{h.netns}-p{tag}"
         self.host_if, self.peer_if = f"vph{tag}", f"vpp{tag}"  # not pn*: pynet's orphan collector
         self._procs: list[subprocess.Popen] = []
-        ip = _bin("ip")
-        _run([ip, "netns", "add", self.netns])
+        ip = binary("ip")
+        command([ip, "netns", "add", self.netns])
         cleanup.add(self.remove)
-        _run([ip, "-n", self.netns, "link", "set", "lo", "up"])
-        _run([ip, "-n", h.netns, "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if,
+        command([ip, "-n", self.netns, "link", "set", "lo", "up"])
+        command([ip, "-n", h.netns, "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if,
               "netns", self.netns])
         for ns, dev, v4, v6 in ((h.netns, self.host_if, HOST_V4, HOST_V6),
                                 (self.netns, self.peer_if, PEER_V4, PEER_V6)):
-            _run([ip, "-n", ns, "addr", "add", f"{v4}/24", "dev", dev])
-            _run([ip, "-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
-            _run([ip, "-n", ns, "link", "set", dev, "up"])
-        _run([ip, "-n", self.netns, "route", "add", "default", "via", HOST_V4])
-        _run([ip, "-n", self.netns, "-6", "route", "add", "default", "via", HOST_V6])
+            command([ip, "-n", ns, "addr", "add", f"{v4}/24", "dev", dev])
+            command([ip, "-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
+            command([ip, "-n", ns, "link", "set", dev, "up"])
+        command([ip, "-n", self.netns, "route", "add", "default", "via", HOST_V4])
+        command([ip, "-n", self.netns, "-6", "route", "add", "default", "via", HOST_V6])
 
     def exec(self, *argv, check=False, timeout=60) -> subprocess.CompletedProcess:
-        return _run([_bin("ip"), "netns", "exec", self.netns, *map(str, argv)], check=check, timeout=timeout)
+        return command([binary("ip"), "netns", "exec", self.netns, *map(str, argv)], check=check, timeout=timeout)
 
     def wget(self, url, timeout=3) -> str | None:
         p = self.exec("timeout", str(timeout), "busybox", "wget", "-qO-", url, timeout=timeout + 30)
@@ -185,7 +186,7 @@ class Peer:
 
     def reporter(self, port: int = 8080) -> int:
         """A TCP server on the peer (v4 and v6) that answers each connection with the client's address."""
-        p = subprocess.Popen([_bin("ip"), "netns", "exec", self.netns, sys.executable, "-c", REPORTER, str(port)],
+        p = subprocess.Popen([binary("ip"), "netns", "exec", self.netns, sys.executable, "-c", REPORTER, str(port)],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append(p)
         up = eventually(lambda: self.exec("busybox", "nc", "-w", "1", "127.0.0.1", port).stdout.strip() == "127.0.0.1",
@@ -197,8 +198,8 @@ class Peer:
         for p in self._procs:
             p.kill()
             p.wait(10)
-        if _run([_bin("ip"), "netns", "list"]).stdout.find(self.netns) >= 0:
-            _run([_bin("ip"), "netns", "delete", self.netns])  # takes the veth pair with it
+        if command([binary("ip"), "netns", "list"]).stdout.find(self.netns) >= 0:
+            command([binary("ip"), "netns", "delete", self.netns])  # takes the veth pair with it
 
 
 @pytest.fixture

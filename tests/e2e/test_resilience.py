@@ -7,7 +7,7 @@ import signal
 import socket
 import time
 
-from tests.helpers.wait import wait_until
+from pynet.lab.wait import wait_until
 
 IMG = "busybox:local"
 

@@ -26,7 +26,7 @@ def netns():
 
 @pytest.fixture
 def ipr(netns):
-    from driver.kernel.links import open_handle
+    from pynet.driver.kernel.links import open_handle
 
     handle = open_handle(netns)
     try:
@@ -37,7 +37,7 @@ def ipr(netns):
 
 @pytest.fixture
 def links(ipr):
-    from driver.kernel.links import Links
+    from pynet.driver.kernel.links import Links
 
     return Links(ipr)
 

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from driver.firewall import IptablesFirewall
-from driver.models import Endpoint, IPAMData, Network, NetworkConfig
+from pynet.driver.firewall import IptablesFirewall
+from pynet.driver.models import Endpoint, IPAMData, Network, NetworkConfig
 
 
 @pytest.fixture

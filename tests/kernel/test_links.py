@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from driver.kernel.links import BridgeSpec, KernelError, VethSpec
+from pynet.driver.kernel.links import BridgeSpec, KernelError, VethSpec
 
 BR = BridgeSpec(name="pn-0123456789ab", mtu=1400, mac="02:11:22:33:44:55",
                 addresses=("10.9.0.1/24", "fd00:9::1/64"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec, VxlanSpec, open_handle
+from pynet.driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec, VxlanSpec, open_handle
 
 pytestmark = pytest.mark.root
 

@@ -1,6 +1,6 @@
 """Fixtures for the store conformance suite: every test runs on every implementation.
 
-etcd is a real server (the system binary, tests/helpers/etcd.py), one per test
+etcd is a real server (the system binary, lab/etcd.py), one per test
 session, started on first use; each test starts from an empty keyspace (every
 key deleted, every lease revoked), so revisions keep growing from test to test
 and tests compare revisions relative to ``current_revision()``.  A missing etcd
@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from store.etcd import EtcdStore
-from store.memory import MemoryStore
-from store.sqlite import SqliteStore
-from tests.helpers.etcd import EtcdProcess
+from pynet.store.etcd import EtcdStore
+from pynet.store.memory import MemoryStore
+from pynet.store.sqlite import SqliteStore
+from pynet.lab.etcd import EtcdProcess
 
 IMPLEMENTATIONS = ["memory", "sqlite", "etcd"]
 ALL_KEYS = {"key": "AA==", "range_end": "AA=="}  # base64 of "\0" twice: the whole keyspace

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from store.base import Compacted, Entry, Event
+from pynet.store.base import Compacted, Entry, Event
 
 
 def drain(iterator, count, limit=5.0):

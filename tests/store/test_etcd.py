@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from common.errors import Unavailable
-from store import open_cluster_store
-from store.base import Compacted, Event
-from store.etcd import EtcdStore, parse_endpoint, parse_endpoints
-from store.etcd_watch import watch_item
-from tests.helpers.etcd import EtcdProcess, free_port
-from tests.helpers.wait import wait_until
+from pynet.errors import Unavailable
+from pynet.store import open_cluster_store
+from pynet.store.base import Compacted, Event
+from pynet.store.etcd import EtcdStore, parse_endpoint, parse_endpoints
+from pynet.store.etcd_watch import watch_item
+from pynet.lab.etcd import EtcdProcess, free_port
+from pynet.lab.wait import wait_until
 
 
 @contextlib.contextmanager

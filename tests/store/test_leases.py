@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from store.base import LeaseNotFound
+from pynet.store.base import LeaseNotFound
 
 
 def test_grant_gives_distinct_nonzero_ids(leases):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import store.memory as memory
-from store.memory import MemoryStore
+import pynet.store.memory as memory
+from pynet.store.memory import MemoryStore
 from tests.store.conftest import FakeClock
 
 

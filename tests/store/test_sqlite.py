@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from store import open_store
-from store.sqlite import SqliteStore
+from pynet.store import open_store
+from pynet.store.sqlite import SqliteStore
 
 
 def test_persistence_across_reopen(tmp_path):
@@ -74,7 +74,7 @@ def test_ipam_state_survives_reopen_and_threads(tmp_path):
     """End to end over the real backend: concurrent claims, then a restart."""
     import threading
 
-    from ipam.service import IpamService
+    from pynet.ipam.service import IpamService
 
     path = str(tmp_path / "ipam.db")
     store = SqliteStore(path)

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from cluster.models import REMOVING, Advert, Overlay, OverlayPool
-from cluster.registry import VNI_MAX, VNI_MIN, OverlayRegistry
-from common.errors import Conflict
-from store import keys
-from store.memory import MemoryStore
+from pynet.cluster.models import REMOVING, Advert, Overlay, OverlayPool
+from pynet.cluster.registry import VNI_MAX, VNI_MIN, OverlayRegistry
+from pynet.errors import Conflict
+from pynet.store import keys
+from pynet.store.memory import MemoryStore
 
 
 def demo(name="demo", subnet="10.10.0.0/24", gateway="10.10.0.1/24", internal=False):
@@ -103,8 +103,8 @@ def test_adverts_ride_on_the_lease(store):
 
 
 def test_an_advert_on_an_expired_lease_gets_a_new_lease():
-    from cluster.service import ClusterService
-    from driver.models import Endpoint, IPAMData, Network, NetworkConfig
+    from pynet.cluster.service import ClusterService
+    from pynet.driver.models import Endpoint, IPAMData, Network, NetworkConfig
     from tests.fakes import FakeLinks
 
     clock = [0.0]

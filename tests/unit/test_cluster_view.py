@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cluster.models import REMOVING, Advert, Host, Member, Overlay
-from cluster.view import ClusterView
-from store import keys
-from store.base import Entry, Event
+from pynet.cluster.models import REMOVING, Advert, Host, Member, Overlay
+from pynet.cluster.view import ClusterView
+from pynet.store import keys
+from pynet.store.base import Entry, Event
 
 
 def ad(host, eid, mac, ip, overlay="demo", vtep=None):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import BadRequest
-from driver import names, options
-from plugin.wire import decode, encode
-from plugin.wire_network import CreateEndpointRequest, InterfaceName, JoinResponse
+from pynet.errors import BadRequest
+from pynet.driver import names, options
+from pynet.plugin.wire import decode, encode
+from pynet.plugin.wire_network import CreateEndpointRequest, InterfaceName, JoinResponse
 
 NID = "2f234f73c230" + "a" * 52
 

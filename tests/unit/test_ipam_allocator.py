@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from common.errors import BadRequest, Conflict, Exhausted
-from ipam import allocator
-from ipam.allocator import AddressRange
-from store import keys
-from store.memory import MemoryStore
+from pynet.errors import BadRequest, Conflict, Exhausted
+from pynet.ipam import allocator
+from pynet.ipam.allocator import AddressRange
+from pynet.store import keys
+from pynet.store.memory import MemoryStore
 
 SPACE = "pynet-local"
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from common.errors import BadRequest, Conflict, Exhausted, NotFound, Retryable
-from ipam.models import PoolResult
-from ipam.service import IpamService
-from store.memory import MemoryStore
+from pynet.errors import BadRequest, Conflict, Exhausted, NotFound, Retryable
+from pynet.ipam.models import PoolResult
+from pynet.ipam.service import IpamService
+from pynet.store.memory import MemoryStore
 
 LOCAL = "pynet-local"
 GW = {"RequestAddressType": "com.docker.network.gateway"}

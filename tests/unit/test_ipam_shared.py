@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import Conflict
-from ipam.service import IpamService
-from store import keys
-from store.memory import MemoryStore
+from pynet.errors import Conflict
+from pynet.ipam.service import IpamService
+from pynet.store import keys
+from pynet.store.memory import MemoryStore
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}
 
@@ -75,7 +75,7 @@ def test_default_pools_are_never_shared(hosts):
 
 
 def test_releases_during_an_outage_are_journaled_and_replayed(hosts):
-    from common.errors import Unavailable
+    from pynet.errors import Unavailable
 
     store, _, _ = hosts
     journal = MemoryStore()

@@ -7,9 +7,9 @@ import ipaddress
 
 import pytest
 
-from common.errors import BadRequest
-from ipam.models import PoolRef
-from ipam.pools import (DEFAULT_POOLS, DefaultPool, canonical, check_in_pool, check_sub_pool,
+from pynet.errors import BadRequest
+from pynet.ipam.models import PoolRef
+from pynet.ipam.pools import (DEFAULT_POOLS, DefaultPool, canonical, check_in_pool, check_sub_pool,
                         default_candidates, find_overlap, format_pool_id, overlaps,
                         parse_address, parse_default_pools, parse_network, parse_pool_id)
 

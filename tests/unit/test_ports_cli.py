@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from plugin import ports_cli as pc
+from pynet.plugin import ports_cli as pc
 
 NET_F = "f" * 63 + "1"
 NET_B = "b" * 63 + "2"

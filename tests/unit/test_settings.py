@@ -1,4 +1,4 @@
-from plugin.settings import resolve
+from pynet.plugin.settings import resolve
 
 
 def test_flags_over_environment_over_defaults():

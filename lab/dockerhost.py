@@ -28,9 +28,6 @@ Nothing here touches anything it did not create. A record of every live host is 
 
 from __future__ import annotations
 
-import atexit
-import hashlib
-import io
 import json
 import os
 import secrets
@@ -39,150 +36,19 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
-import threading
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from pynet.lab.images import build_busybox_tar, build_iperf_tar, cached_tar
+from pynet.lab.proc import (LIVE, LIVE_LOCK, CommandError, DockerHostError, LabError, binary, ns_inode,
+                            pid_alive, pynet_executable, run, tail)
+
 HERE = Path(__file__).resolve().parent
 WRAPPER = HERE / "netns-dockerd.sh"
 RECORD_DIR = Path("/run/pynet-tests")
-CACHE_DIR = Path(os.environ.get("PYNET_TEST_CACHE", "/var/cache/pynet-tests"))
 NETNS_PREFIX = "pn-t-"
 
-BUSYBOX_APPLETS = (
-    "sh ip ping sleep cat nc wget httpd hostname nslookup ifconfig route top true false echo ls "
-    "ps kill grep sed awk head tail wc env id mkdir rm cp mv ln touch chmod date uname arp netstat "
-    "traceroute ping6 udhcpc seq tr cut sort uniq tee xargs find test [ printf dd timeout mount "
-    "umount df free watch telnet"
-).split()
-
-
-class DockerHostError(RuntimeError):
-    pass
-
-
-class CommandError(DockerHostError):
-    def __init__(self, argv: Sequence[str], proc: subprocess.CompletedProcess):
-        self.argv = list(argv)
-        self.returncode = proc.returncode
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr
-        super().__init__(
-            f"command failed (rc={proc.returncode}): {' '.join(map(str, argv))}\n"
-            f"stdout: {(proc.stdout or '').strip()[-2000:]}\nstderr: {(proc.stderr or '').strip()[-2000:]}"
-        )
-
-
-def _run(argv: Sequence[str], check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(map(str, argv)), capture_output=True, text=True, timeout=timeout, **kw)
-    if check and proc.returncode != 0:
-        raise CommandError(argv, proc)
-    return proc
-
-
-def _tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError as e:
-        return f"<cannot read {path}: {e}>"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _ns_inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
-
-
-def _bin(name: str) -> str:
-    """Find an executable; sbin dirs are searched too (PATH under sudo/CI may lack them)."""
-    path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    found = shutil.which(name, path=path)
-    if not found:
-        raise DockerHostError(f"{name} not found in PATH")
-    return found
-
-
-def pynet_executable() -> str:
-    """The `pynet` console script next to this interpreter (the project's venv), or $PYNET_TEST_PYNET."""
-    override = os.environ.get("PYNET_TEST_PYNET")
-    if override:
-        return override
-    cand = Path(sys.executable).parent / "pynet"
-    if cand.exists():
-        return str(cand)
-    return _bin("pynet")
-
-
-def prerequisites_missing() -> str | None:
-    """Why the e2e tier cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "e2e tests need root (network namespaces, a real dockerd)"
-    for tool in ("dockerd", "docker", "containerd", "runc", "ip", "nsenter", "unshare", "iptables"):
-        try:
-            _bin(tool)
-        except DockerHostError:
-            return f"e2e tests need `{tool}` (apt-get install docker.io iptables iproute2 util-linux)"
-    if not Path("/bin/busybox").exists() and not shutil.which("busybox"):
-        return "e2e tests need busybox-static (/bin/busybox)"
-    return None
-
-
-# --------------------------------------------------------------------------------------------------
-# safety net: every live host is stopped at interpreter exit and on SIGTERM/SIGHUP
-_LIVE: "set[DockerHost]" = set()
-_LIVE_LOCK = threading.Lock()
-
-
-@atexit.register
-def _stop_all_live() -> None:
-    with _LIVE_LOCK:
-        hosts = list(_LIVE)
-    for h in hosts:
-        try:
-            h.stop()
-        except Exception as e:  # pragma: no cover - best effort
-            print(f"dockerhost: cleanup of {h.netns} failed: {e}", file=sys.stderr)
-
-
-def install_signal_handlers() -> None:
-    """Turn SIGTERM/SIGHUP into SystemExit so finally blocks, fixtures and atexit run.
-    (SIGINT already raises KeyboardInterrupt.) Call it from the main thread of a script/conftest."""
-
-    owner = os.getpid()
-
-    def handler(signum, frame):
-        # A forked child inherits this handler (pyroute2 forks to open a socket in
-        # another netns, then SIGTERMs the child).  Raising there would unwind the
-        # child back into pytest and run the rest of the suite a second time, so a
-        # child just dies as the default disposition would have it.
-        if os.getpid() != owner:
-            os._exit(128 + signum)
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        try:
-            if signal.getsignal(sig) in (signal.SIG_DFL, None):
-                signal.signal(sig, handler)
-        except (ValueError, OSError):  # not main thread
-            pass
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,7 +119,7 @@ class DockerHost:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         env["DOCKER_CONFIG"] = str(self.client_config)
         env["DOCKER_CLI_HINTS"] = "false"
-        argv = [_bin("docker"), "-H", self.host, *map(str, args)]
+        argv = [binary("docker"), "-H", self.host, *map(str, args)]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, input=input)
         if check and proc.returncode != 0:
             raise CommandError(["docker", *map(str, args)], proc)
@@ -261,28 +127,28 @@ class DockerHost:
 
     def ns_exec(self, *argv, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run a command in this host's netns (host mount namespace, /sys of the netns)."""
-        return _run([_bin("ip"), "netns", "exec", self.netns, *argv], check=check, timeout=timeout)
+        return run([binary("ip"), "netns", "exec", self.netns, *argv], check=check, timeout=timeout)
 
     def mnt_exec(self, *argv, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run a command in this host's netns AND dockerd's private mount namespace
         (sees the daemon's /run/docker, exec-root mounts, container netns files)."""
         if not self._anchor:
             raise DockerHostError("host not started")
-        return _run([_bin("nsenter"), f"--target={self._anchor.pid}", "--mount", "--net", "--", *argv],
+        return run([binary("nsenter"), f"--target={self._anchor.pid}", "--mount", "--net", "--", *argv],
                     check=check, timeout=timeout)
 
     # ---------------------------------------------------------------- start
     def start(self, timeout: float = 60) -> "DockerHost":
         if self._stopped:
             raise DockerHostError("a stopped DockerHost cannot be started again; make a new one")
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        with LIVE_LOCK:
+            LIVE.add(self)
         try:
             self._setup_dirs()
-            _run([_bin("ip"), "netns", "add", self.netns])
+            run([binary("ip"), "netns", "add", self.netns])
             self._netns_created = True
             self._write_record()
-            _run([_bin("ip"), "-n", self.netns, "link", "set", "lo", "up"])
+            run([binary("ip"), "-n", self.netns, "link", "set", "lo", "up"])
             self._start_anchor()
             self._start_dockerd(timeout)
         except BaseException:
@@ -315,7 +181,7 @@ class DockerHost:
         log = open(self.logs / "anchor.log", "ab")
         try:
             self._anchor = subprocess.Popen(
-                [_bin("ip"), "netns", "exec", self.netns, _bin("unshare"), "-m", "--propagation", "slave",
+                [binary("ip"), "netns", "exec", self.netns, binary("unshare"), "-m", "--propagation", "slave",
                  "sh", str(WRAPPER), "sleep", "infinity"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         finally:
@@ -324,9 +190,9 @@ class DockerHost:
         deadline = time.monotonic() + 10
         while not ready.exists():
             if self._anchor.poll() is not None:
-                raise DockerHostError(f"mount-namespace setup failed:\n{_tail(self.logs / 'anchor.log')}")
+                raise DockerHostError(f"mount-namespace setup failed:\n{tail(self.logs / 'anchor.log')}")
             if time.monotonic() > deadline:
-                raise DockerHostError(f"mount-namespace setup timed out:\n{_tail(self.logs / 'anchor.log')}")
+                raise DockerHostError(f"mount-namespace setup timed out:\n{tail(self.logs / 'anchor.log')}")
             time.sleep(0.02)
 
     def _pick_storage_driver(self) -> str:
@@ -336,7 +202,7 @@ class DockerHost:
         if env:
             return env
         try:
-            fs = _run(["stat", "-f", "-c", "%T", str(self.data_root)]).stdout.strip()
+            fs = run(["stat", "-f", "-c", "%T", str(self.data_root)]).stdout.strip()
         except Exception:
             fs = "?"
         if "overlay" in Path("/proc/filesystems").read_text() and fs not in ("overlayfs", "tmpfs", "?"):
@@ -345,7 +211,7 @@ class DockerHost:
 
     def _dockerd_argv(self) -> list[str]:
         return [
-            _bin("dockerd"),
+            binary("dockerd"),
             f"--data-root={self.data_root}",
             f"--exec-root={self.exec_root}",
             f"-H=unix://{self.socket_path}",
@@ -373,7 +239,7 @@ class DockerHost:
         try:
             # nsenter (no --pid) execs directly: the Popen PID is dockerd's
             self._dockerd = subprocess.Popen(
-                [_bin("nsenter"), f"--target={self._anchor.pid}", "--mount", "--net", "--",
+                [binary("nsenter"), f"--target={self._anchor.pid}", "--mount", "--net", "--",
                  *self._dockerd_argv()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         finally:
@@ -384,7 +250,7 @@ class DockerHost:
         while True:
             if self._dockerd.poll() is not None:
                 raise DockerHostError(
-                    f"dockerd exited with {self._dockerd.returncode}; log tail:\n{_tail(self.dockerd_log)}")
+                    f"dockerd exited with {self._dockerd.returncode}; log tail:\n{tail(self.dockerd_log)}")
             if self.socket_path.exists():
                 p = self.docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=10)
                 if p.returncode == 0:
@@ -392,7 +258,7 @@ class DockerHost:
                 last = p.stderr
             if time.monotonic() > deadline:
                 raise DockerHostError(
-                    f"dockerd did not answer within {timeout}s ({last.strip()}); log tail:\n{_tail(self.dockerd_log)}")
+                    f"dockerd did not answer within {timeout}s ({last.strip()}); log tail:\n{tail(self.dockerd_log)}")
             time.sleep(0.1)
 
     # ---------------------------------------------------------------- dockerd restart
@@ -425,7 +291,7 @@ class DockerHost:
         log = open(self.pynet_log, "ab")
         log.write(f"\n==== pynet start {time.strftime('%F %T')} ====\n".encode())
         log.flush()
-        argv = [_bin("ip"), "netns", "exec", self.netns, pynet_executable(), "serve",
+        argv = [binary("ip"), "netns", "exec", self.netns, pynet_executable(), "serve",
                 "--socket", str(self.pynet_socket), "--state-dir", str(self.pynet_state),
                 "--log-level", "debug", *self._pynet_args]
         try:
@@ -437,7 +303,7 @@ class DockerHost:
         deadline = time.monotonic() + timeout
         while True:
             if self._pynet.poll() is not None:
-                raise DockerHostError(f"pynet exited with {self._pynet.returncode}; log tail:\n{_tail(self.pynet_log)}")
+                raise DockerHostError(f"pynet exited with {self._pynet.returncode}; log tail:\n{tail(self.pynet_log)}")
             if self.pynet_socket.exists():
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
@@ -450,7 +316,7 @@ class DockerHost:
                     s.close()
             if time.monotonic() > deadline:
                 raise DockerHostError(f"pynet socket {self.pynet_socket} not up within {timeout}s; "
-                                      f"log tail:\n{_tail(self.pynet_log)}")
+                                      f"log tail:\n{tail(self.pynet_log)}")
             time.sleep(0.05)
 
     def kill_pynet(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
@@ -485,10 +351,10 @@ class DockerHost:
 
     # ---------------------------------------------------------------- images
     def load_busybox(self, iperf: bool = True) -> None:
-        bb = _cached_tar("busybox", _build_busybox_tar)
+        bb = cached_tar("busybox", build_busybox_tar)
         self.docker("import", "-c", 'CMD ["/bin/sh"]', str(bb), "busybox:local", timeout=120)
         if iperf:
-            ip = _cached_tar("pn-iperf", _build_iperf_tar)
+            ip = cached_tar("pn-iperf", build_iperf_tar)
             self.docker("import", "-c", 'CMD ["/bin/sh"]', str(ip), "pn-iperf:local", timeout=120)
 
     # ---------------------------------------------------------------- helpers for tests
@@ -522,8 +388,8 @@ class DockerHost:
         step("delete netns", self._delete_netns)
         step("remove workdir", self._remove_workdir)
         self._stopped = True
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        with LIVE_LOCK:
+            LIVE.discard(self)
         if not errors:
             self._record_path().unlink(missing_ok=True)
         else:
@@ -537,10 +403,10 @@ class DockerHost:
     def _our_pids(self) -> set[int]:
         """PIDs in our netns or under our cgroup parent (container processes)."""
         pids: set[int] = set()
-        ns_ino = _ns_inode(f"/run/netns/{self.netns}")
+        ns_ino = ns_inode(f"/run/netns/{self.netns}")
         if ns_ino is not None:
             for d in os.listdir("/proc"):
-                if d.isdigit() and _ns_inode(f"/proc/{d}/ns/net") == ns_ino:
+                if d.isdigit() and ns_inode(f"/proc/{d}/ns/net") == ns_ino:
                     pids.add(int(d))
         for cg in self._cgroup_dirs():
             for procs in cg.rglob("cgroup.procs"):
@@ -555,7 +421,7 @@ class DockerHost:
         if self._anchor is not None and self._anchor.poll() is None:
             self._anchor.kill()
         for _ in range(50):
-            pids = {p for p in self._our_pids() if _pid_alive(p)}
+            pids = {p for p in self._our_pids() if pid_alive(p)}
             if not pids:
                 break
             for pid in pids:
@@ -570,7 +436,7 @@ class DockerHost:
                     p.wait(5)
                 except subprocess.TimeoutExpired:
                     pass
-        left = {p for p in self._our_pids() if _pid_alive(p)}
+        left = {p for p in self._our_pids() if pid_alive(p)}
         if left:
             raise DockerHostError(f"processes survived SIGKILL: {sorted(left)}")
 
@@ -612,12 +478,12 @@ class DockerHost:
                 if target == prefix or target.startswith(prefix + "/"):
                     mounts.append(target)
         for target in sorted(set(mounts), key=len, reverse=True):
-            _run(["umount", "-l", target], check=False)
+            run(["umount", "-l", target], check=False)
 
     def _delete_netns(self) -> None:
         if self._netns_created or Path(f"/run/netns/{self.netns}").exists():
             if Path(f"/run/netns/{self.netns}").exists():
-                _run([_bin("ip"), "netns", "delete", self.netns])
+                run([binary("ip"), "netns", "delete", self.netns])
             self._netns_created = False
 
     def _remove_workdir(self) -> None:
@@ -652,7 +518,7 @@ class DockerHost:
                 rec = json.loads(rec_path.read_text())
             except (OSError, ValueError):
                 continue
-            if _pid_alive(int(rec.get("owner", 0))) or not rec.get("netns", "").startswith(NETNS_PREFIX):
+            if pid_alive(int(rec.get("owner", 0))) or not rec.get("netns", "").startswith(NETNS_PREFIX):
                 continue
             h = cls.__new__(cls)
             cls.__init__(h, rec["name"], Path(rec["workdir"]))
@@ -665,108 +531,3 @@ class DockerHost:
         return reaped
 
 
-# --------------------------------------------------------------------------------------------------
-# images
-def _cache_dir() -> Path:
-    try:
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        return CACHE_DIR
-    except OSError:
-        d = Path("/tmp/pynet-tests-cache")
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-
-def _busybox_path() -> Path:
-    for p in ("/bin/busybox", "/usr/bin/busybox"):
-        if Path(p).exists():
-            return Path(p).resolve()
-    found = shutil.which("busybox")
-    if not found:
-        raise DockerHostError("busybox not found (apt-get install busybox-static)")
-    return Path(found).resolve()
-
-
-def _iperf_files() -> list[str]:
-    iperf = shutil.which("iperf3") or "/usr/bin/iperf3"
-    if not Path(iperf).exists():
-        raise DockerHostError("iperf3 not found (apt-get install iperf3)")
-    files = [iperf]
-    for line in _run(["ldd", iperf]).stdout.splitlines():
-        parts = line.split()
-        if "=>" in parts:
-            tgt = parts[parts.index("=>") + 1]
-            if tgt.startswith("/"):
-                files.append(tgt)
-        elif parts and parts[0].startswith("/"):
-            files.append(parts[0])  # the dynamic loader
-    return files
-
-
-def _fingerprint(kind: str) -> str:
-    h = hashlib.sha256(kind.encode() + b"v2" + " ".join(BUSYBOX_APPLETS).encode())
-    files = [str(_busybox_path())] + (_iperf_files() if kind == "pn-iperf" else [])
-    for f in files:
-        st = os.stat(f)
-        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def _cached_tar(kind: str, builder) -> Path:
-    path = _cache_dir() / f"{kind}-{_fingerprint(kind)}.tar"
-    if not path.exists():
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with tarfile.open(tmp, "w") as tar:
-            builder(tar)
-        tmp.replace(path)
-    return path
-
-
-def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
-    ti = tarfile.TarInfo(name)
-    ti.type = tarfile.DIRTYPE
-    ti.mode = mode
-    ti.mtime = 0
-    tar.addfile(ti)
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    ti.mode = mode
-    ti.mtime = 0
-    tar.addfile(ti, io.BytesIO(data))
-
-
-def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
-    ti = tarfile.TarInfo(name)
-    ti.type = tarfile.SYMTYPE
-    ti.linkname = target
-    ti.mode = 0o777
-    ti.mtime = 0
-    tar.addfile(ti)
-
-
-def _build_busybox_tar(tar: tarfile.TarFile, extra_dirs: Iterable[str] = ()) -> None:
-    for d in ("bin", "etc", "proc", "sys", "dev", "root", "var", "usr", "usr/bin", *extra_dirs):
-        _add_dir(tar, d)
-    _add_dir(tar, "tmp", 0o1777)
-    _add_dir(tar, "var/tmp", 0o1777)
-    _add_bytes(tar, "bin/busybox", _busybox_path().read_bytes(), 0o755)
-    for a in BUSYBOX_APPLETS:
-        _add_symlink(tar, f"bin/{a}", "busybox")
-    _add_bytes(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
-    _add_bytes(tar, "etc/group", b"root:x:0:\nnogroup:x:65534:\n")
-
-
-def _build_iperf_tar(tar: tarfile.TarFile) -> None:
-    files = _iperf_files()
-    dirs: set[str] = set()
-    for f in files:
-        parts = Path(f).parent.relative_to("/").parts
-        for i in range(1, len(parts) + 1):
-            dirs.add("/".join(parts[:i]))
-    _build_busybox_tar(tar, extra_dirs=sorted(d for d in dirs if d not in ("bin", "usr", "usr/bin")))
-    for f in files:
-        data = Path(f).resolve().read_bytes()  # keep the path ldd names, store the real content
-        _add_bytes(tar, f.lstrip("/"), data, 0o755)

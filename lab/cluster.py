@@ -10,7 +10,7 @@
 
 Topology (environment.md, "Several hosts on one machine")::
 
-    netns pn-t-u-XXXX (underlay): bridge br-u 192.0.2.10/24, etcd on 192.0.2.10:2379 (tests/helpers/etcd.py)
+    netns pn-t-u-XXXX (underlay): bridge br-u 192.0.2.10/24, etcd on 192.0.2.10:2379 (lab/etcd.py)
      ├─ veth u-a ── ul0 in netns pn-t-a-XXXX: 192.0.2.1/24, dockerd + pynet serve --etcd ... --vtep-address 192.0.2.1
      └─ veth u-b ── ul0 in netns pn-t-b-XXXX: 192.0.2.2/24, dockerd + pynet serve ... --vtep-address 192.0.2.2
 
@@ -29,19 +29,10 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from tests.helpers.dockerhost import (
-    _LIVE,
-    _LIVE_LOCK,
-    DockerHost,
-    DockerHostError,
-    _bin,
-    _build_busybox_tar,
-    _cached_tar,
-    _pid_alive,
-    _run,
-    _tail,
-)
-from tests.helpers.etcd import EtcdProcess
+from pynet.lab.dockerhost import DockerHost
+from pynet.lab.proc import DockerHostError, LIVE, LIVE_LOCK, binary, pid_alive, run, tail
+from pynet.lab.images import build_busybox_tar, cached_tar
+from pynet.lab.etcd import EtcdProcess
 
 UNDERLAY_BRIDGE = "br-u"
 UNDERLAY_PREFIX = "192.0.2"
@@ -56,7 +47,7 @@ HOST_NAMES = "abcdefghi"
 def etcd_missing() -> str | None:
     """Why an etcd cannot be started here, or None. (Callers fail on it: CI installs etcd-server.)"""
     try:
-        _bin("etcd")
+        binary("etcd")
     except DockerHostError:
         return "overlay tests need `etcd` (apt-get install etcd-server etcd-client)"
     return None
@@ -72,19 +63,19 @@ class Underlay(DockerHost):
     def start(self, timeout: float = 0) -> "Underlay":
         if self._stopped:
             raise DockerHostError("a stopped Underlay cannot be started again")
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        with LIVE_LOCK:
+            LIVE.add(self)
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.logs.mkdir(parents=True, exist_ok=True)
-            _run([_bin("ip"), "netns", "add", self.netns])
+            run([binary("ip"), "netns", "add", self.netns])
             self._netns_created = True
             self._write_record()
-            ip = [_bin("ip"), "-n", self.netns]
-            _run([*ip, "link", "set", "lo", "up"])
-            _run([*ip, "link", "add", UNDERLAY_BRIDGE, "type", "bridge"])
-            _run([*ip, "addr", "add", f"{ETCD_ADDRESS}/{UNDERLAY_MASK}", "dev", UNDERLAY_BRIDGE])
-            _run([*ip, "link", "set", UNDERLAY_BRIDGE, "up"])
+            ip = [binary("ip"), "-n", self.netns]
+            run([*ip, "link", "set", "lo", "up"])
+            run([*ip, "link", "add", UNDERLAY_BRIDGE, "type", "bridge"])
+            run([*ip, "addr", "add", f"{ETCD_ADDRESS}/{UNDERLAY_MASK}", "dev", UNDERLAY_BRIDGE])
+            run([*ip, "link", "set", UNDERLAY_BRIDGE, "up"])
         except BaseException:
             self.stop()
             raise
@@ -156,7 +147,7 @@ class Cluster:
         try:
             self.underlay.start()
             self._start_etcd()
-            _cached_tar("busybox", _build_busybox_tar)  # built once here, not raced by the threads below
+            cached_tar("busybox", build_busybox_tar)  # built once here, not raced by the threads below
             self._parallel(self._start_host, self.hosts)
             for h in self.hosts:
                 self.restore_host_link(h)
@@ -174,7 +165,7 @@ class Cluster:
 
     def etcd_running(self) -> bool:
         """Whether the cluster's etcd process is alive (``cluster.etcd.stop()``/``start()`` toggle it)."""
-        return self.etcd is not None and self.etcd.pid is not None and _pid_alive(self.etcd.pid)
+        return self.etcd is not None and self.etcd.pid is not None and pid_alive(self.etcd.pid)
 
     def _start_host(self, host: DockerHost) -> None:
         host.start()
@@ -213,7 +204,7 @@ class Cluster:
 
     # ---------------------------------------------------------------- underlay links
     def _ul(self, *args, check: bool = True) -> subprocess.CompletedProcess:
-        return _run([_bin("ip"), "-n", self.underlay.netns, *args], check=check)
+        return run([binary("ip"), "-n", self.underlay.netns, *args], check=check)
 
     def _link_state(self, host: DockerHost) -> str | None:
         """'up', 'down' (cut) or None (never connected) for the underlay's side of the host's veth."""
@@ -242,19 +233,19 @@ class Cluster:
         if state is None:
             self._ul("link", "add", veth, "type", "veth", "peer", "name", HOST_UNDERLAY_IF, "netns", host.netns)
             self._ul("link", "set", veth, "master", UNDERLAY_BRIDGE)
-            hip = [_bin("ip"), "-n", host.netns]
-            _run([*hip, "addr", "add", f"{self.vtep(host)}/{UNDERLAY_MASK}", "dev", HOST_UNDERLAY_IF])
-            _run([*hip, "link", "set", HOST_UNDERLAY_IF, "up"])
+            hip = [binary("ip"), "-n", host.netns]
+            run([*hip, "addr", "add", f"{self.vtep(host)}/{UNDERLAY_MASK}", "dev", HOST_UNDERLAY_IF])
+            run([*hip, "link", "set", HOST_UNDERLAY_IF, "up"])
         if state != "up":
             self._ul("link", "set", veth, "up")
 
     # ---------------------------------------------------------------- commands
     def underlay_exec(self, *argv, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        return _run([_bin("ip"), "netns", "exec", self.underlay.netns, *argv], check=check, timeout=timeout)
+        return run([binary("ip"), "netns", "exec", self.underlay.netns, *argv], check=check, timeout=timeout)
 
     def etcdctl(self, *args, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
         """etcdctl (v3 API) against the cluster's etcd, from inside the underlay netns."""
-        return _run(["env", "ETCDCTL_API=3", _bin("ip"), "netns", "exec", self.underlay.netns, _bin("etcdctl"),
+        return run(["env", "ETCDCTL_API=3", binary("ip"), "netns", "exec", self.underlay.netns, binary("etcdctl"),
                      "--endpoints", ETCD_URL, "--dial-timeout=3s", "--command-timeout=10s", *args],
                     check=check, timeout=timeout)
 
@@ -263,11 +254,11 @@ class Cluster:
         out = []
         for h in self.hosts:
             if h.pynet_log.exists():
-                out.append((f"pynet log, host {h.name} ({h.netns})", _tail(h.pynet_log, lines)))
+                out.append((f"pynet log, host {h.name} ({h.netns})", tail(h.pynet_log, lines)))
             if h.dockerd_log.exists():
-                out.append((f"dockerd log, host {h.name} ({h.netns})", _tail(h.dockerd_log, lines // 2)))
+                out.append((f"dockerd log, host {h.name} ({h.netns})", tail(h.dockerd_log, lines // 2)))
         if self.etcd is not None and self.etcd.log_path.exists():
-            out.append(("etcd log", _tail(self.etcd.log_path, lines // 2)))
+            out.append(("etcd log", tail(self.etcd.log_path, lines // 2)))
         return out
 
     # ---------------------------------------------------------------- stop

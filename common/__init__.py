@@ -1,1 +1,0 @@
-"""Pieces shared by plugin/, driver/, ipam/ and store/ that belong to none of them."""
