@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from pynet.lab.images import build_busybox_tar, build_iperf_tar, cached_tar
-from pynet.lab.proc import (LIVE, LIVE_LOCK, CommandError, DockerHostError, LabError, binary, ns_inode,
+from pynet.lab.proc import (LIVE, LIVE_LOCK, CommandError, DockerHostError, binary, ns_inode,
                             pid_alive, pynet_executable, run, tail)
 
 HERE = Path(__file__).resolve().parent

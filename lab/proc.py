@@ -108,7 +108,7 @@ def prerequisites_missing() -> str | None:
 
 # --------------------------------------------------------------------------------------------------
 # safety net: every live host is stopped at interpreter exit and on SIGTERM/SIGHUP
-LIVE: "set[DockerHost]" = set()
+LIVE: set = set()  # of DockerHost (and Underlay)
 LIVE_LOCK = threading.Lock()
 
 

@@ -24,16 +24,15 @@ Setting the device down makes the kernel flush its neighbour table, permanent
 entries included, while its tunnel entries stay: ``remotes()`` then lists those
 MACs without addresses, and the reconciler's diff programs them again.
 
-``OverlayLinks`` holds the operations; ``driver.kernel.links.Links`` inherits
+``VxlanOps`` holds the operations; ``driver.kernel.links.Links`` inherits
 them, so they run on the same owner thread and handle as every other link call
-(see the note in links.py).  The helpers below it are pure: they build the
+(see the note in netlink.py).  The helpers below it are pure: they build the
 requests and read the answers.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -43,12 +42,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import rtypes
 from pyroute2.netlink.rtnl.ndmsg import NTF_MASTER, NTF_SELF, NUD_NOARP, NUD_PERMANENT
 
+from pynet.driver.kernel.netlink import GONE, KernelError, owned
+
 log = logging.getLogger("pynet.kernel")
 
 VXLAN_PORT = 4789  # IANA
 _ZERO_MAC = "00:00:00:00:00:00"
 _UNICAST = rtypes["RTN_UNICAST"]
-_GONE = (errno.ENODEV, errno.ENOENT, errno.EADDRNOTAVAIL)  # as in links.py: absence is success
 
 
 @dataclass(frozen=True)
@@ -61,30 +61,16 @@ class VxlanSpec:
     port: int = VXLAN_PORT
 
 
-def _owned(method):
-    """Run the method on the handle's owner thread (``Links._on_owner``; links.py has the why)."""
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        return self._on_owner(method, self, *args, **kwargs)
-    return wrapper
-
-
-def _kernel_error(message: str) -> Exception:
-    from pynet.driver.kernel.links import KernelError  # links.py imports this module: resolve at call time
-
-    return KernelError(message)
-
-
-class OverlayLinks:
+class VxlanOps:
     """The overlay's kernel operations, mixed into ``Links``.
 
-    Relies on what ``Links`` provides: ``_ipr``, ``_on_owner``, ``_get``,
+    Relies on what ``NetlinkOwner`` provides: ``_ipr``, ``_on_owner``, ``_get``,
     ``_delete`` and ``_call`` (which turns a NetlinkError into a KernelError
     naming the object).
     """
 
     # -- the VXLAN device ------------------------------------------------------
-    @_owned
+    @owned
     def ensure_vxlan(self, spec: VxlanSpec) -> bool:
         """Make ``spec.name`` a VXLAN device as ``spec`` says, attached to ``spec.bridge`` and up.
 
@@ -100,7 +86,7 @@ class OverlayLinks:
         """
         bridge = self._get(spec.bridge)
         if bridge is None:
-            raise _kernel_error(f"could not attach vxlan {spec.name!r}: bridge {spec.bridge!r} does not exist")
+            raise KernelError(f"could not attach vxlan {spec.name!r}: bridge {spec.bridge!r} does not exist")
         if self._try_create_vxlan(spec, bridge.index):
             return True
         msg = self._link_msg(spec.name)
@@ -112,7 +98,7 @@ class OverlayLinks:
             log.warning("recreating %s: %s", spec.name, reason)
             self._delete(spec.name)
         if not self._try_create_vxlan(spec, bridge.index):
-            raise _kernel_error(f"could not create vxlan {spec.name!r}: another device already uses "
+            raise KernelError(f"could not create vxlan {spec.name!r}: another device already uses "
                                 f"VNI {spec.vni} on {spec.local} port {spec.port}")
         return True
 
@@ -122,16 +108,16 @@ class OverlayLinks:
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 return False
-            raise _kernel_error(f"could not create vxlan {spec.name!r}: {exc.args[-1]}") from None
+            raise KernelError(f"could not create vxlan {spec.name!r}: {exc.args[-1]}") from None
         return True
 
     def _link_msg(self, name: str):
         try:
             (msg,) = self._ipr.link("get", ifname=name)
         except NetlinkError as exc:
-            if exc.code in _GONE:
+            if exc.code in GONE:
                 return None
-            raise _kernel_error(f"could not read link {name!r}: {exc.args[-1]}") from None
+            raise KernelError(f"could not read link {name!r}: {exc.args[-1]}") from None
         return msg
 
     def _repair_vxlan(self, spec: VxlanSpec, master: int) -> None:
@@ -147,7 +133,7 @@ class OverlayLinks:
                            **fdb_master(link.index, mac))
 
     # -- remote endpoints ------------------------------------------------------
-    @_owned
+    @owned
     def ensure_remote(self, dev: str, mac: str, vtep: str, ips: list[str]) -> None:
         """Program one remote endpoint on VXLAN device ``dev`` (the three entries in the module note).
 
@@ -158,7 +144,7 @@ class OverlayLinks:
         """
         link = self._get(dev)
         if link is None:
-            raise _kernel_error(f"could not program remote {mac} on {dev!r}: no such device")
+            raise KernelError(f"could not program remote {mac} on {dev!r}: no such device")
         mac = canonical_mac(mac)
         # the tunnel first: once the proxy answers for an address, frames to its MAC must have a way out
         self._call(f"tunnel {mac} to {vtep} on", dev, self._ipr.fdb, "replace", **fdb_self(link.index, mac, vtep))
@@ -168,7 +154,7 @@ class OverlayLinks:
             self._call(f"add neighbour {ip} -> {mac} on", dev, self._ipr.neigh, "replace",
                        **neighbour(link.index, ip, mac))
 
-    @_owned
+    @owned
     def delete_remote(self, dev: str, mac: str, vtep: str, ips: list[str]) -> None:
         """Remove what ``ensure_remote`` programmed for ``mac`` at ``vtep``; what is gone already is fine.
 
@@ -196,7 +182,7 @@ class OverlayLinks:
             self._forget(f"unpin {mac} from the bridge port of", dev, self._ipr.fdb, "del",
                          **fdb_master(link.index, mac))
 
-    @_owned
+    @owned
     def remotes(self, dev: str) -> dict[str, tuple[str, frozenset[str]]]:
         """What ``dev`` is programmed with now: MAC -> (VTEP, IPs); empty if ``dev`` does not exist.
 
@@ -225,20 +211,20 @@ class OverlayLinks:
         try:
             (answer,) = fn("get", **kwargs)
         except NetlinkError as exc:
-            if exc.code in _GONE:
+            if exc.code in GONE:
                 return None
-            raise _kernel_error(f"could not look up {kwargs}: {exc.args[-1]}") from None
+            raise KernelError(f"could not look up {kwargs}: {exc.args[-1]}") from None
         return answer
 
     def _forget(self, what: str, name: str, fn, *args, **kwargs) -> None:
         try:
             fn(*args, **kwargs)
         except NetlinkError as exc:
-            if exc.code not in _GONE:
-                raise _kernel_error(f"could not {what} {name!r}: {exc.args[-1]}") from None
+            if exc.code not in GONE:
+                raise KernelError(f"could not {what} {name!r}: {exc.args[-1]}") from None
 
     # -- the underlay ------------------------------------------------------------
-    @_owned
+    @owned
     def underlay_mtu(self, address: str) -> int:
         """MTU of the link that holds ``address`` (this host's VTEP); KernelError if none holds it."""
         want = ipaddress.ip_address(address)
@@ -248,9 +234,9 @@ class OverlayLinks:
             if held and ipaddress.ip_address(held) == want:
                 (link,) = self._call("read the link that holds", address, self._ipr.link, "get", index=msg["index"])
                 return link.get_attr("IFLA_MTU")
-        raise _kernel_error(f"no link holds address {address!r}")
+        raise KernelError(f"no link holds address {address!r}")
 
-    @_owned
+    @owned
     def default_source_address(self) -> str:
         """The address this host sends from on its default IPv4 route ("" without one).
 
