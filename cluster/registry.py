@@ -16,10 +16,10 @@ from dataclasses import replace
 from typing import Callable
 
 from pynet.cluster.models import ACTIVE, REMOVING, Advert, Member, Overlay
-from pynet.errors import Conflict, Exhausted, Retryable
+from pynet.errors import Conflict, Exhausted
 from pynet.store import keys
-from pynet.store.base import Store
-from pynet.store.update import RETRIES, put, update
+from pynet.store.base import Entry, Store
+from pynet.store.update import Decision, Keep, Write, modify, put, update
 
 VNI_MIN, VNI_MAX = 4096, 16_777_215  # below 4096 is left to users who pick VNIs by hand
 VNI_PROBES = 64
@@ -41,23 +41,20 @@ class OverlayRegistry:
         Returns (record, created).  Conflict names the difference when the
         existing overlay has other pools, another VNI or another --internal.
         """
-        for _ in range(RETRIES):
-            entry = self.store.get(keys.overlay(wanted.name))
+        def decide(entry: Entry | None) -> Decision:
             if entry is not None:
                 current = Overlay.from_dict(entry.value)
                 _check_compatible(current, wanted, vni)
                 if current.state == ACTIVE:
-                    return current, False
+                    return Keep((current, False))
                 revived = replace(current, state=ACTIVE)  # re-created while being removed: keep it
-                if self.store.cas(entry.key, revived.to_dict(), entry.revision) is not None:
-                    return revived, False
-                continue
+                return Write(revived.to_dict(), (revived, False))
             number = self._claim_vni(wanted.name, vni)
             record = replace(wanted, vni=number, origin=self.host_id, state=ACTIVE)
-            if self.store.create(keys.overlay(wanted.name), record.to_dict()) is not None:
-                return record, True
-            self._release_vni(number, wanted.name)  # another host won the race: use its record
-        raise Retryable(f"overlay {wanted.name!r} kept changing; try again")
+            # another host may win the race for the record: then its record (and VNI) is used
+            return Write(record.to_dict(), (record, True), undo=lambda: self._release_vni(number, wanted.name))
+
+        return modify(self.store, keys.overlay(wanted.name), decide, f"overlay {wanted.name!r}")
 
     def undo_claim(self, record: Overlay) -> None:
         """Remove an overlay this host has just created (rollback of a failed create)."""

@@ -19,13 +19,13 @@ import ipaddress
 import socket
 from dataclasses import asdict, dataclass
 
-from pynet.errors import BadRequest, Conflict, Retryable
+from pynet.errors import BadRequest, Conflict
 from pynet.store import keys
-from pynet.store.base import Store
+from pynet.store.base import Entry, Store
+from pynet.store.update import Decision, Delete, Keep, Write, modify
 
 PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
 DYNAMIC = range(49153, 61000)  # like Docker's dynamic range, below the kernel's ephemeral ports
-_CAS_RETRIES = 20
 
 
 @dataclass(frozen=True)
@@ -117,33 +117,26 @@ class PortReservations:
 
     def reserve(self, owner: str, family: int, proto: str, host_ip: str, port: int) -> bool:
         """Claim (host_ip, port) for ``owner``; False if another owner holds an overlapping binding."""
-        key = keys.host_port(family, proto, port)
-        for _ in range(_CAS_RETRIES):
-            entry = self._store.get(key)
+        def decide(entry: Entry | None) -> Decision:
             held = entry.value["bindings"] if entry else []
             if any(b["owner"] == owner and b["host_ip"] == host_ip for b in held):
-                return True
+                return Keep(True)
             if any(_overlaps(b["host_ip"], host_ip) for b in held):
-                return False
-            doc = {"bindings": held + [{"owner": owner, "host_ip": host_ip}]}
-            done = self._store.cas(key, doc, entry.revision) if entry else self._store.create(key, doc)
-            if done is not None:
-                return True
-        raise Retryable(f"host port {port}/{proto} kept changing; try again")
+                return Keep(False)
+            return Write({"bindings": held + [{"owner": owner, "host_ip": host_ip}]}, True)
+
+        return modify(self._store, keys.host_port(family, proto, port), decide, f"host port {port}/{proto}")
 
     def release(self, owner: str, family: int, proto: str, host_ip: str, port: int) -> None:
-        key = keys.host_port(family, proto, port)
-        for _ in range(_CAS_RETRIES):
-            entry = self._store.get(key)
+        def decide(entry: Entry | None) -> Decision:
             if entry is None:
-                return
+                return Keep()
             rest = [b for b in entry.value["bindings"] if not (b["owner"] == owner and b["host_ip"] == host_ip)]
             if len(rest) == len(entry.value["bindings"]):
-                return
-            if (self._store.cas(key, {"bindings": rest}, entry.revision) if rest
-                    else self._store.delete(key, entry.revision)):
-                return
-        raise Retryable(f"host port {port}/{proto} kept changing; try again")
+                return Keep()
+            return Write({"bindings": rest}) if rest else Delete()
+
+        modify(self._store, keys.host_port(family, proto, port), decide, f"host port {port}/{proto}")
 
     def claim(self, owner: str, family: int, req: Request, host_ip: str) -> int:
         """Reserve the requested host port (or a free one of its range / the dynamic range)."""

@@ -5,7 +5,7 @@ Design note.  Every pool of a space lives in ONE document,
 is read-decide-write with create (first pool) or cas (later ones): the decision
 (overlap check, choice of a default pool) and the insert are therefore one
 atomic step, across threads, workers and hosts.  On contention the whole
-decision is re-run on fresh data, at most RETRIES times, then Retryable; no
+decision is re-run on fresh data (store/update.py, bounded, then Retryable); no
 lock is ever held across store calls.
 """
 
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from pynet.errors import Retryable
 from pynet.ipam.models import PoolRecord, PoolRef
 from pynet.store import keys
-from pynet.store.base import Store
+from pynet.store.base import Entry, Store
+from pynet.store.update import Decision, Keep, Write, modify
 
-RETRIES = 20
 
 T = TypeVar("T")
 Pools = dict[str, PoolRecord]
@@ -45,23 +44,13 @@ class PoolRegistry:
         return record if record is not None and record.sub_pool == ref.sub_pool else None
 
     def update(self, space: str, mutate: Mutation) -> T:
-        """Apply ``mutate`` to the space's pools atomically; Retryable after RETRIES lost races."""
-        key = keys.ipam_pools(space)
-        for _ in range(RETRIES):
-            entry = self._store.get(key)
+        """Apply ``mutate`` to the space's pools atomically (store/update.py); Retryable after lost races."""
+        def decide(entry: Entry | None) -> Decision:
             pools = _decode(entry.value) if entry else {}
             result, changed = mutate(pools)
-            if not changed:
-                return result
-            doc = _encode(pools)
-            if entry is None:
-                written = self._store.create(key, doc)
-            else:
-                written = self._store.cas(key, doc, entry.revision)
-            if written is not None:
-                return result
-        raise Retryable(f"address space {space!r} is busy (pool document changed {RETRIES} times "
-                        "while updating it); try again")
+            return Write(_encode(pools), result) if changed else Keep(result)
+
+        return modify(self._store, keys.ipam_pools(space), decide, f"address space {space!r}")
 
     def remove(self, ref: PoolRef) -> bool:
         """Forget the pool ``ref`` names; False if it was not held (not an error)."""
