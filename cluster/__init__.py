@@ -1,16 +1,16 @@
-"""Multi-host overlay networks: the shared state in etcd and the agent that acts on it.
+"""The overlay control plane on etcd: implements the driver's port (driver/overlay/port.py).
 
-Design note.  Each host runs its own dockerd with local-scope networks; an
-overlay network is the same local network created on several hosts under one
-cluster-wide name (``-o pynet.overlay=NAME``).  What the hosts share lives in
-the cluster store (store/keys.py, ``/pynet/v1/cluster/``):
+Each host runs its own dockerd with local-scope networks; an overlay network is the same local network
+created on several hosts under one cluster-wide name (``-o pynet.overlay=NAME``).  What the hosts share
+lives in the cluster store (store/keys.py, ``/pynet/v1/cluster/``).  This package depends on the store
+and on the port's value types, never on the driver's internals:
 
-* registry.py -- the overlay records, VNIs, members and endpoint adverts:
-  every write a request handler makes, each an atomic store primitive.
-* view.py     -- pure: the cluster as one watcher has seen it, and from it the
-  FDB/neighbour entries each local VXLAN device should hold.
-* agent.py    -- the background threads: lease keep-alive, the watch that
-  programs the kernel, re-advertising after an outage, and the Docker API
-  sync that creates/removes the overlay's Docker network on every host.
-  Nothing here ever runs inside a request handler (dockerd waits on those).
+* control.py        -- EtcdControlPlane: the port, this host's intent, housekeeping.
+* registry.py       -- the writes: overlay records, VNIs, members, adverts (atomic primitives each).
+* records.py        -- the reads: every record validated field by field; a bad one is skipped, counted.
+* view.py           -- pure: the cluster as the watch has seen it, and the remote entries it implies.
+* membership.py     -- this host's lease and registration.
+* loops.py          -- the background loops: lease keep-alive, the watch, the Docker sync.
+* docker_network.py -- how an overlay's Docker network is described and re-created on other hosts.
+* docker_sync.py    -- the only code that calls the Docker API for overlays.
 """

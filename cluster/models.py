@@ -1,10 +1,16 @@
-"""The cluster records as stored in etcd (plain dataclasses, JSON via to_dict/from_dict)."""
+"""The cluster records as stored in etcd: plain frozen dataclasses.
+
+``to_dict`` is how they are written; they are read back only through records.py, which validates every
+field (nothing read from etcd is trusted).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
-from pynet.records import known_fields
+if TYPE_CHECKING:  # docker_network.py imports records.py, which imports this module
+    from pynet.cluster.docker_network import DockerNetwork
 
 ACTIVE = "active"
 REMOVING = "removing"  # `docker network rm` ran on some host: every host drops its copy once unused
@@ -14,10 +20,6 @@ REMOVING = "removing"  # `docker network rm` ran on some host: every host drops 
 class OverlayPool:
     pool: str  # canonical CIDR
     gateway: str = ""  # CIDR with the pool's length, "" for none
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "OverlayPool":
-        return cls(d["pool"], d.get("gateway", ""))
 
 
 @dataclass(frozen=True)
@@ -32,26 +34,22 @@ class Overlay:
     origin: str = ""  # host id that created it first
     origin_network: str = ""  # the Docker network id on the origin host
     state: str = ACTIVE
-    # How to create the Docker network on another host (Engine API NetworkCreateRequest),
-    # learnt from the origin's dockerd in the background; {} until then.
-    docker: dict = field(default_factory=dict)
+    # How the other hosts create its Docker network, learnt from the origin's dockerd in the
+    # background (docker_network.py); None until then.
+    docker: "DockerNetwork | None" = None
 
     def pools(self) -> tuple[OverlayPool, ...]:
         return self.ipv4 + self.ipv6
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def with_docker(self, docker: "DockerNetwork") -> "Overlay":
+        return replace(self, docker=docker)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Overlay":
-        return cls(
-            name=d["name"], vni=int(d["vni"]),
-            ipv4=tuple(OverlayPool.from_dict(p) for p in d.get("ipv4", ())),
-            ipv6=tuple(OverlayPool.from_dict(p) for p in d.get("ipv6", ())),
-            internal=bool(d.get("internal", False)), origin=d.get("origin", ""),
-            origin_network=d.get("origin_network", ""), state=d.get("state", ACTIVE),
-            docker=dict(d.get("docker") or {}),
-        )
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ipv4"] = [asdict(p) for p in self.ipv4]
+        d["ipv6"] = [asdict(p) for p in self.ipv6]
+        d["docker"] = self.docker.to_dict() if self.docker is not None else {}
+        return d
 
 
 @dataclass(frozen=True)
@@ -62,10 +60,6 @@ class Host:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Host":
-        return cls(**known_fields(cls, d))
 
 
 @dataclass(frozen=True)
@@ -84,12 +78,6 @@ class Advert:
         d["ips"] = list(self.ips)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Advert":
-        d = known_fields(cls, d)
-        d["ips"] = tuple(d.get("ips", ()))
-        return cls(**d)
-
 
 @dataclass(frozen=True)
 class Member:
@@ -97,7 +85,3 @@ class Member:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Member":
-        return cls(**known_fields(cls, d))

@@ -15,25 +15,39 @@ import zlib
 from dataclasses import replace
 from typing import Callable
 
+from pynet.cluster import records
 from pynet.cluster.models import ACTIVE, REMOVING, Advert, Member, Overlay
+from pynet.cluster.records import InvalidRecord
 from pynet.errors import Conflict, Exhausted
 from pynet.store import keys
 from pynet.store.base import Entry, Store
-from pynet.store.update import Decision, Keep, Write, modify, put, update
+from pynet.store.update import Decision, Keep, Write, modify, put
 
 VNI_MIN, VNI_MAX = 4096, 16_777_215  # below 4096 is left to users who pick VNIs by hand
 VNI_PROBES = 64
 
 
 class OverlayRegistry:
-    def __init__(self, store: Store, host_id: str) -> None:
+    def __init__(self, store: Store, host_id: str, reject=lambda kind, key, reason: None) -> None:
         self.store = store
         self.host_id = host_id
+        self._reject = reject  # (kind, key, reason): a record that did not decode
 
     # -- overlays ----------------------------------------------------------------
     def get(self, name: str) -> Overlay | None:
         entry = self.store.get(keys.overlay(name))
-        return Overlay.from_dict(entry.value) if entry else None
+        return self._decode(entry) if entry else None
+
+    def _decode(self, entry: Entry) -> Overlay:
+        """The overlay record of ``entry``; Conflict naming the problem when it does not decode (a write
+        cannot be decided on a record nobody can read, and overwriting it would hide the damage)."""
+        name = entry.key.rsplit("/", 1)[-1]
+        try:
+            return records.overlay(name, entry.value)
+        except InvalidRecord as exc:
+            self._reject("overlays", entry.key, str(exc))
+            raise Conflict(f"the record of overlay {name!r} in the cluster store is invalid ({exc}); "
+                           f"remove it (etcdctl del {entry.key}) or use another pynet.overlay") from None
 
     def claim(self, wanted: Overlay, vni: int = 0) -> tuple[Overlay, bool]:
         """The overlay ``wanted.name``: the existing record if compatible, else a new one.
@@ -43,7 +57,7 @@ class OverlayRegistry:
         """
         def decide(entry: Entry | None) -> Decision:
             if entry is not None:
-                current = Overlay.from_dict(entry.value)
+                current = self._decode(entry)
                 _check_compatible(current, wanted, vni)
                 if current.state == ACTIVE:
                     return Keep((current, False))
@@ -56,23 +70,27 @@ class OverlayRegistry:
 
         return modify(self.store, keys.overlay(wanted.name), decide, f"overlay {wanted.name!r}")
 
-    def undo_claim(self, record: Overlay) -> None:
+    def undo_claim(self, name: str, vni: int) -> None:
         """Remove an overlay this host has just created (rollback of a failed create)."""
-        entry = self.store.get(keys.overlay(record.name))
-        if entry is not None and not self.store.list(keys.members_prefix(record.name)):
+        entry = self.store.get(keys.overlay(name))
+        if entry is not None and not self.store.list(keys.members_prefix(name)):
             self.store.delete(entry.key, entry.revision)
-            self._release_vni(record.vni, record.name)
+            self._release_vni(vni, name)
 
     def update(self, name: str, change: Callable[[Overlay], Overlay]) -> Overlay | None:
-        doc = update(self.store, keys.overlay(name), lambda value: change(Overlay.from_dict(value)).to_dict(),
-                     f"overlay {name!r}")
-        return Overlay.from_dict(doc) if doc is not None else None
+        def decide(entry: Entry | None) -> Decision:
+            if entry is None:
+                return Keep(None)
+            current = self._decode(entry)
+            new = change(current)
+            return Keep(current) if new == current else Write(new.to_dict(), new)
+
+        return modify(self.store, keys.overlay(name), decide, f"overlay {name!r}")
 
     def _claim_vni(self, name: str, vni: int) -> int:
         if vni:
             if self.store.create(keys.vni(vni), {"overlay": name}) is None:
-                entry = self.store.get(keys.vni(vni))
-                owner = entry.value.get("overlay") if entry else None
+                owner = self._vni_owner(vni)
                 if owner != name:
                     raise Conflict(f"VNI {vni} is already used by overlay {owner!r}")
             return vni
@@ -82,10 +100,20 @@ class OverlayRegistry:
             number = VNI_MIN + (start - VNI_MIN + i) % (VNI_MAX - VNI_MIN + 1)
             if self.store.create(keys.vni(number), {"overlay": name}) is not None:
                 return number
-            entry = self.store.get(keys.vni(number))
-            if entry is not None and entry.value.get("overlay") == name:
+            if self._vni_owner(number) == name:
                 return number
         raise Exhausted(f"no free VNI found for overlay {name!r} after {VNI_PROBES} tries; set -o pynet.vni")
+
+    def _vni_owner(self, number: int) -> str | None:
+        """The overlay holding VNI ``number``; "?" for an unreadable claim (held, by nobody known)."""
+        entry = self.store.get(keys.vni(number))
+        if entry is None:
+            return None
+        try:
+            return records.vni_owner(entry.value)
+        except InvalidRecord as exc:
+            self._reject("vnis", entry.key, str(exc))
+            return "?"
 
     def _release_vni(self, number: int, name: str) -> None:
         entry = self.store.get(keys.vni(number))
@@ -97,27 +125,28 @@ class OverlayRegistry:
         """Record that this host has Docker network ``network_id`` for overlay ``name``."""
         put(self.store, keys.member(name, self.host_id), Member(network_id).to_dict())
 
+    def drop_member(self, name: str, network_id: str) -> None:
+        """Delete this host's membership of ``name`` if it names ``network_id`` (or is unreadable)."""
+        entry = self.store.get(keys.member(name, self.host_id))
+        if entry is not None and entry.value.get("network_id") in (network_id, None):  # None: unreadable
+            self.store.delete(entry.key, entry.revision)
+
     def leave(self, name: str, network_id: str) -> bool:
         """This host's copy is gone: drop the membership and mark the overlay for removal
         everywhere; the last member out deletes the record and frees its VNI.  True if deleted."""
-        entry = self.store.get(keys.member(name, self.host_id))
-        if entry is not None and entry.value.get("network_id") == network_id:
-            self.store.delete(entry.key, entry.revision)
+        self.drop_member(name, network_id)
         self.update(name, lambda o: replace(o, state=REMOVING))
         return self.forget_if_unused(name)
 
     def forget_if_unused(self, name: str) -> bool:
         entry = self.store.get(keys.overlay(name))
-        if entry is None or entry.value.get("state") != REMOVING or self.store.list(keys.members_prefix(name)):
+        if entry is None or self.store.list(keys.members_prefix(name)):
             return False
-        if self.store.delete(entry.key, entry.revision):
-            self._release_vni(int(entry.value["vni"]), name)
+        record = self._decode(entry)
+        if record.state == REMOVING and self.store.delete(entry.key, entry.revision):
+            self._release_vni(record.vni, name)
             return True
         return False
-
-    def members(self, name: str) -> dict[str, Member]:
-        prefix = keys.members_prefix(name)
-        return {e.key[len(prefix):]: Member.from_dict(e.value) for e in self.store.list(prefix)}
 
     # -- adverts -----------------------------------------------------------------
     def advertise(self, advert: Advert, lease: int) -> None:
@@ -126,13 +155,17 @@ class OverlayRegistry:
     def withdraw(self, overlay: str, endpoint_id: str) -> None:
         self.store.delete(keys.advert(overlay, self.host_id, endpoint_id))
 
-    def my_adverts(self) -> dict[tuple[str, str], tuple[Advert, int]]:
-        """(overlay, endpoint) -> (advert, revision) for every advert of this host."""
-        out = {}
-        for e in self.store.list(keys.adverts_prefix()):
-            a = Advert.from_dict(e.value)
-            if a.host == self.host_id:
-                out[(a.overlay, a.endpoint)] = (a, e.revision)
+    def my_adverts(self, overlays) -> dict[tuple[str, str], Advert | None]:
+        """(overlay, endpoint) -> advert (None if unreadable) of this host's adverts in ``overlays``."""
+        out: dict[tuple[str, str], Advert | None] = {}
+        for name in overlays:
+            for e in self.store.list(keys.host_adverts_prefix(name, self.host_id)):
+                eid = e.key.rsplit("/", 1)[-1]
+                try:
+                    out[(name, eid)] = records.advert((name, self.host_id, eid), e.value)
+                except InvalidRecord as exc:
+                    self._reject("endpoints", e.key, str(exc))
+                    out[(name, eid)] = None
         return out
 
 

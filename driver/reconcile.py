@@ -11,6 +11,11 @@ kernel from its own records, through the very ``ensure_network`` /
   namespace (and the pair with it) is gone too, and dockerd will send Leave /
   DeleteEndpoint for it later; nothing is recreated.  A pair of an endpoint that
   never joined is recreated, so the coming Join finds it.
+* Overlay networks and endpoints are joined and advertised again through the
+  control-plane port (``restore_network``/``restore_endpoint``): that is how the
+  control plane learns, after a restart, what this host has.  Its background
+  work starts only after this replay, so it never mistakes this host's adverts
+  for leftovers.
 * Then every link whose name pynet would have made (driver/names.py) but that
   no record owns is deleted.  Links are listed *before* records are read, so a
   link created by a request running concurrently is never mistaken for garbage
@@ -35,15 +40,16 @@ def reconcile(service: NetworkService) -> dict:
     by_id = {}
     for net in networks:
         by_id[net.id] = net
-        counts["networks"] += _try(lambda: service.ensure_network(net), f"network {net.id[:12]}", counts)
+        counts["networks"] += _try(lambda: service.restore_network(net), f"network {net.id[:12]}", counts)
     counts["failed"] += not _safe(service.sync_firewall, "firewall")
     endpoints = service.repo.endpoints()
     present = set(links_before)
     for ep in endpoints:
         net = by_id.get(ep.network_id)
-        if net is None or (ep.joined and ep.host_if not in present):
+        if net is None:
             continue
-        counts["endpoints"] += _try(lambda: service.ensure_endpoint(net, ep), f"endpoint {ep.id[:12]}", counts)
+        counts["endpoints"] += _try(lambda: service.restore_endpoint(net, ep, ep.host_if in present),
+                                    f"endpoint {ep.id[:12]}", counts)
     counts["removed"] = collect_garbage(service, links_before, networks, endpoints)
     log.info("reconciled: %s", counts)
     return counts

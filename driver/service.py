@@ -8,11 +8,12 @@ for every stored record (driver/reconcile.py), so "create" and "come back after
 a reboot" cannot drift apart.  Deletes tolerate absence: dockerd only logs
 their errors (protocol.md §3.4, §3.8) and may send them twice.
 
-Overlay networks (``pynet.mode=overlay``, only with a cluster store) are the
-same bridge plus a VXLAN port; ``self.cluster`` (cluster/service.py) claims the
-overlay in etcd, advertises endpoints and fills the VXLAN device's tables.  The
-bridge carries the overlay's gateway with one MAC on every host (distributed
-gateway), so traffic for the gateway never crosses the tunnel.
+Overlay networks (``pynet.mode=overlay``, only with a control plane) are the
+same bridge plus what ``self.overlays`` (driver/overlay/networks.py) adds: a
+claim in the cluster, a VXLAN device whose tables the reconciler fills, and an
+advert per endpoint.  The bridge carries the overlay's gateway with one MAC on
+every host (distributed gateway), so traffic for the gateway never crosses the
+tunnel.
 
 The veth pair is made in CreateEndpoint (so a failure is reported before the
 container starts) and handed over in Join: dockerd moves ``SrcName`` into the
@@ -27,15 +28,17 @@ import re
 import threading
 from dataclasses import dataclass, replace
 
-from pynet.errors import BadRequest, Conflict, NotFound, PynetError
 from pynet.driver import names, options
+from pynet.driver.external import Publisher
 from pynet.driver.firewall import Firewall
 from pynet.driver.kernel import sysctl
-from pynet.driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec, VxlanSpec
-from pynet.driver.ports import Binding, PortReservations, families_for, parse_requests
+from pynet.driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec
 from pynet.driver.locks import KeyedLocks
 from pynet.driver.models import Endpoint, IPAMData, Network
+from pynet.driver.overlay.networks import OverlayNetworks
+from pynet.driver.ports import PortReservations
 from pynet.driver.repository import Repository
+from pynet.errors import BadRequest, Conflict, NotFound, PynetError
 from pynet.store.base import Store
 
 log = logging.getLogger("pynet.driver")
@@ -58,41 +61,33 @@ def check_id(label: str, value: str) -> str:
 
 class NetworkService:
     def __init__(self, store: Store, links: Links, firewall: Firewall, port_probe=None, set_sysctl=None,
-                 cluster=None):
+                 overlays: OverlayNetworks | None = None):
         self.repo = Repository(store)
-        self.cluster = cluster  # cluster.service.ClusterService when multi-host, else None
+        self.overlays = overlays  # None: single host, no overlay mode
         self.links = links
         self.firewall = firewall
         self.set_sysctl = set_sysctl or sysctl.ensure  # a kernel write like the others: tests pass a fake
-        self.ports = PortReservations(store, port_probe) if port_probe else PortReservations(store)
         self._locks = KeyedLocks()
         self._fw_lock = threading.Lock()
+        ports = PortReservations(store, port_probe) if port_probe else PortReservations(store)
+        self.publisher = Publisher(self.repo, ports, self._locks, self.sync_firewall)
 
     # -- networks ------------------------------------------------------------------
     def create_network(self, network_id: str, opts: dict, ipv4: list[IPAMData], ipv6: list[IPAMData]) -> None:
-        check_id("NetworkID", network_id)
-        config = options.parse_network_options(network_id, opts, multi_host=self.cluster is not None)
-        for data in ipv4 + ipv6:
-            options.validate_cidr("pool", data.pool)
-            options.validate_cidr("gateway", data.gateway)
-        net = Network(id=network_id, config=config, ipv4=tuple(ipv4), ipv6=tuple(ipv6))
-        if config.mode == "overlay":
-            net = self._overlay_config(net)
+        net = self._parse_network(network_id, opts, ipv4, ipv6)
         with self._locks.hold(network_id):
             self._check_bridge_free(net)
-            if config.bridge_given and self.links.get(config.bridge) is not None:
+            if net.config.bridge_given and self.links.get(net.config.bridge) is not None:
                 # A user-named bridge that already exists is adopted, and left in place at DeleteNetwork.
                 net = replace(net, bridge_created=False)
-            claimed = None
-            if config.mode == "overlay":
-                claimed, created = self.cluster.claim(net)  # etcd: the overlay's VNI, pools, gateway
-                net = replace(net, config=replace(net.config, vni=claimed.vni))
-                claimed = claimed if created else None
+            claim = None
+            if net.config.mode == "overlay":
+                net, claim = self.overlays.claim(net)  # the cluster: the overlay's VNI, pools, gateway
             try:
                 existing = self.repo.add_network(net)
             except Exception:
-                if claimed is not None:
-                    self.cluster.undo(claimed)
+                if claim is not None:
+                    self.overlays.undo(claim)
                 raise
             if existing is not None:
                 if replace(existing, bridge_created=net.bridge_created) != net:
@@ -100,44 +95,41 @@ class NetworkService:
                 net = existing  # a retried CreateNetwork: make sure the kernel matches, nothing more
             try:
                 self.ensure_network(net)
-                if config.mode == "overlay":
-                    self.cluster.join(net)
+                self.sync_firewall()
+                if net.config.mode == "overlay":
+                    self.overlays.join(net)  # last: nothing after it can fail and need it undone
             except Exception as exc:
                 if existing is None:
-                    raise self._undo_network(net, exc, claimed) from exc
+                    raise self._undo_network(net, exc, claim) from exc
                 raise
-        self.sync_firewall()
 
-    def _overlay_config(self, net: Network) -> Network:
-        """Check an overlay create against this host, and settle its MTU (underlay - 50 by default)."""
-        config = net.config
-        for data in net.ipv4 + net.ipv6:
-            if data.address_space not in ("pynet-local", "pynet-global"):
-                raise BadRequest(f"pynet.mode=overlay needs --ipam-driver pynet (addresses must be unique across "
-                                 f"hosts); this network uses the {data.address_space or 'default'!r} address space")
-        if not net.ipv4 and not net.ipv6:
-            raise BadRequest("pynet.mode=overlay needs an address pool")
-        for other in self.repo.networks():
-            if other.id != net.id and other.config.overlay == config.overlay:
-                raise Conflict(f"overlay {config.overlay!r} already has network {other.id[:12]} on this host")
-        try:
-            limit = self.cluster.default_mtu()
-        except KernelError as exc:
-            raise PynetError(str(exc)) from None
-        if config.mtu > limit:
-            raise BadRequest(f"option {options.MTU}={config.mtu}: the underlay carries at most {limit} "
-                             f"inside VXLAN (underlay MTU - 50)")
-        return replace(net, config=replace(config, mtu=config.mtu or limit))
+    def _parse_network(self, network_id: str, opts: dict, ipv4: list[IPAMData], ipv6: list[IPAMData]) -> Network:
+        check_id("NetworkID", network_id)
+        config = options.parse_network_options(network_id, opts, multi_host=self.overlays is not None)
+        for data in ipv4 + ipv6:
+            options.validate_cidr("pool", data.pool)
+            options.validate_cidr("gateway", data.gateway)
+        net = Network(id=network_id, config=config, ipv4=tuple(ipv4), ipv6=tuple(ipv6))
+        if config.mode == "overlay":
+            net = self.overlays.prepare(net, self.repo.networks())
+        return net
 
     def _check_bridge_free(self, net: Network) -> None:
         for other in self.repo.networks():
             if other.id != net.id and other.config.bridge == net.config.bridge:
                 raise Conflict(f"bridge {net.config.bridge!r} is already used by network {other.id[:12]}")
 
+    def restore_network(self, net: Network) -> None:
+        """Start-up replay of a stored network: its kernel side, and (overlay) this host's membership
+        (a failed write is finished by the control plane later)."""
+        self.ensure_network(net)
+        if net.config.mode == "overlay":
+            _best_effort(lambda: self.overlays.join(net), f"joining overlay {net.config.overlay!r}")
+
     def ensure_network(self, net: Network) -> bool:
         """Make the kernel match ``net`` (its bridge and gateway addresses). True if the bridge was created."""
         overlay = net.config.mode == "overlay"
-        if overlay and self.cluster is None:
+        if overlay and self.overlays is None:
             raise PynetError(f"network {net.id[:12]} is overlay {net.config.overlay!r}: "
                              "start pynet with --etcd to bring it back")
         spec = BridgeSpec(
@@ -149,10 +141,7 @@ class NetworkService:
         try:
             created = self.links.ensure_bridge(spec, adopt_foreign=net.config.bridge_given)
             if overlay:
-                self.links.ensure_vxlan(VxlanSpec(name=names.vxlan_name(net.id), vni=net.config.vni,
-                                                  local=self.cluster.vtep, bridge=net.config.bridge,
-                                                  mtu=net.config.mtu))
-                self.cluster.program(net, reread=True)
+                self.overlays.ensure(net)
         except KernelError as exc:
             raise PynetError(str(exc)) from None
         # Loopback publishing (-p 127.0.0.1:X:Y) DNATs 127.0.0.1 towards the bridge,
@@ -164,20 +153,25 @@ class NetworkService:
             self.set_sysctl("net/ipv6/conf/all/forwarding", "1")
         return created
 
-    def _undo_network(self, net: Network, exc: Exception, claimed=None) -> Exception:
+    def _undo_network(self, net: Network, exc: Exception, claim=None) -> Exception:
         """Remove what a failed create made; the error says what failed and how the rollback went."""
         try:
-            if net.config.mode == "overlay":
-                self.links.delete(names.vxlan_name(net.id))
-            if net.bridge_created:
-                self.links.delete(net.config.bridge)
+            self._remove_network_kernel(net)
             self.repo.remove_network(net.id)
-            if claimed is not None:
-                self.cluster.undo(claimed)
+            if net.config.mode == "overlay":
+                self.overlays.abandon(net)
+                self.overlays.undo(claim)
+            self.sync_firewall()
         except Exception as undo_exc:  # report both, never mask the original failure
             return PynetError(f"{exc}; rollback also failed: {undo_exc}")
         cls = type(exc) if isinstance(exc, PynetError) else PynetError
         return cls(f"{exc}; rolled back")
+
+    def _remove_network_kernel(self, net: Network) -> None:
+        if net.config.mode == "overlay" and self.overlays is not None:
+            self.overlays.remove(net)
+        if net.bridge_created:
+            self.links.delete(net.config.bridge)
 
     def delete_network(self, network_id: str) -> None:
         with self._locks.hold(network_id):
@@ -186,20 +180,22 @@ class NetworkService:
                 return
             for ep in self.repo.endpoints(network_id):
                 self._remove_endpoint(ep)
-            if net.config.mode == "overlay":
-                self.links.delete(names.vxlan_name(net.id))
-            if net.bridge_created:
-                self.links.delete(net.config.bridge)
+            self._remove_network_kernel(net)
             self.repo.remove_network(network_id)
-        if net.config.mode == "overlay" and self.cluster is not None:
+        if net.config.mode == "overlay" and self.overlays is not None:
             # dockerd only logs DeleteNetwork errors and forgets the network: with etcd down,
-            # the agent's housekeeping finishes this (a member key without a network) later.
-            _best_effort(lambda: self.cluster.leave(net), f"leaving overlay {net.config.overlay!r}")
+            # the control plane finishes this (a member key without a network) later.
+            _best_effort(lambda: self.overlays.leave(net), f"leaving overlay {net.config.overlay!r}")
         self.sync_firewall()
 
     def sync_firewall(self) -> None:
         with self._fw_lock:
             self.firewall.sync(self.repo.networks(), self.repo.endpoints())
+
+    def keep_firewall_first(self) -> None:
+        """dockerd re-inserts its rules at the top when it restarts, without telling pynet."""
+        if self.repo.networks():
+            self.firewall.keep_first()
 
     def network(self, network_id: str) -> Network:
         net = self.repo.network(network_id)
@@ -228,9 +224,10 @@ class NetworkService:
             try:
                 self.ensure_endpoint(net, ep)
                 if net.config.mode == "overlay":
-                    self.cluster.advertise(net, ep)  # the other hosts program their tunnels from this
+                    self.overlays.advertise(net, ep)  # the other hosts program their tunnels from this
             except Exception as exc:
                 self._remove_endpoint(ep)
+                self._withdraw(net, ep)
                 cls = type(exc) if isinstance(exc, PynetError) else PynetError
                 raise cls(f"could not create endpoint {endpoint_id[:12]}: {exc}; rolled back") from exc
         return "" if given_mac else mac
@@ -241,13 +238,25 @@ class NetworkService:
                         bridge=net.config.bridge, peer_mac=ep.mac, peer_here=not ep.joined)
         return self.links.ensure_veth(spec)
 
+    def restore_endpoint(self, net: Network, ep: Endpoint, pair_present: bool) -> None:
+        """Start-up replay of a stored endpoint: its pair (unless its container is gone with it) and,
+        on an overlay, its advert (a failed write is finished by the control plane later)."""
+        if pair_present or not ep.joined:
+            self.ensure_endpoint(net, ep)
+        if net.config.mode == "overlay" and self.overlays is not None:
+            _best_effort(lambda: self.overlays.advertise(net, ep), f"advertising endpoint {ep.id[:12]}")
+
     def _remove_endpoint(self, ep: Endpoint) -> None:
-        self._release_ports(ep)
+        self.publisher.release(ep)
         # After Leave dockerd moves the container end back under its SrcName, so
         # either name may be what is left of the pair (protocol.md §3.8).
         self.links.delete(ep.host_if)
         self.links.delete(ep.container_if)
         self.repo.remove_endpoint(ep.network_id, ep.id)
+
+    def _withdraw(self, net: Network, ep: Endpoint) -> None:
+        if net.config.mode == "overlay" and self.overlays is not None:
+            _best_effort(lambda: self.overlays.withdraw(net, ep), f"withdrawing endpoint {ep.id[:12]}")
 
     def endpoint(self, network_id: str, endpoint_id: str) -> Endpoint:
         ep = self.repo.endpoint(network_id, endpoint_id)
@@ -265,8 +274,8 @@ class NetworkService:
             if ep is not None:
                 self._remove_endpoint(ep)
         net = self.repo.network(network_id) if ep is not None else None
-        if net is not None and net.config.mode == "overlay" and self.cluster is not None:
-            _best_effort(lambda: self.cluster.withdraw(net, ep), f"withdrawing endpoint {endpoint_id[:12]}")
+        if net is not None:
+            self._withdraw(net, ep)
         if ep is not None and ep.published:
             self.sync_firewall()
 
@@ -278,6 +287,9 @@ class NetworkService:
                 if self.links.get(ep.container_if) is None:
                     self.ensure_endpoint(net, ep)  # gone since CreateEndpoint (e.g. by hand): make it again
                 self.repo.update_endpoint(network_id, endpoint_id, lambda e: replace(e, joined=True))
+        if net.config.mode == "overlay" and self.overlays is not None and not self.overlays.settle(net):
+            log.warning("join of %s: the tables of overlay %r are not up to date yet; answering anyway",
+                        endpoint_id[:12], net.config.overlay)
         return JoinInfo(src_name=ep.container_if, dst_prefix="eth",
                         gateway=_gateway_for(net.ipv4, ep.address, net.config.internal),
                         gateway_v6=_gateway_for(net.ipv6, ep.address_v6, net.config.internal))
@@ -285,65 +297,13 @@ class NetworkService:
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Nothing to undo in the kernel: dockerd moves the interface back itself."""
 
+    # -- external connectivity (driver/external.py) --------------------------------------
     def program_external(self, network_id: str, endpoint_id: str, opts: dict) -> None:
-        """Publish the sandbox's port map on this (gateway) endpoint: reserve host ports, then DNAT.
-
-        Idempotent: a repeated call with the same map keeps the ports it picked.
-        On failure every port reserved by this call is released again.
-        """
         net = self.network(network_id)
-        requests = parse_requests(options.parse_endpoint_options(opts).port_bindings)
-        if requests and net.config.internal:
-            raise BadRequest(f"network {network_id[:12]} is internal (--internal): ports cannot be published")
-        with self._locks.hold(endpoint_id):
-            ep = self.endpoint(network_id, endpoint_id)
-            bindings = self._claim_ports(net, ep, requests)
-            stale = [b for b in ep.published if b not in bindings]
-            self.repo.update_endpoint(network_id, endpoint_id, lambda e: replace(e, published=bindings))
-            self._release_ports(replace(ep, published=stale))
-        if bindings or stale:
-            try:
-                self.sync_firewall()
-            except Exception:
-                self.revoke_external(network_id, endpoint_id)
-                raise
-
-    def _claim_ports(self, net: Network, ep: Endpoint, requests) -> list[dict]:
-        bindings: list[dict] = []
-        try:
-            for req in requests:
-                pairs = families_for(req, bool(ep.address), bool(ep.address_v6), net.config.host_binding_ipv4)
-                for family, host_ip in pairs:
-                    bindings.append(self._claim_one(ep, req, family, host_ip))
-        except Exception:
-            mine = [b for b in bindings if b not in ep.published]
-            self._release_ports(replace(ep, published=mine))
-            raise
-        return bindings
-
-    def _claim_one(self, ep: Endpoint, req, family: int, host_ip: str) -> dict:
-        container_ip = str(ipaddress.ip_interface(ep.address if family == 4 else ep.address_v6).ip)
-        for old in ep.published:  # a repeat of an earlier call keeps its (possibly picked) port
-            if (old["proto"], old["host_ip"], old["container_port"], old["family"]) == (
-                    req.proto, host_ip, req.container_port, family) and (
-                    not req.host_port or req.host_port <= old["host_port"] <= req.host_port_end):
-                return old
-        port = self.ports.claim(ep.id, family, req, host_ip)
-        return Binding(req.proto, host_ip, port, container_ip, req.container_port, family).to_dict()
-
-    def _release_ports(self, ep: Endpoint) -> None:
-        for b in ep.published:
-            self.ports.release(ep.id, b["family"], b["proto"], b["host_ip"], b["host_port"])
+        self.publisher.program(net, endpoint_id, opts, lambda: self.endpoint(network_id, endpoint_id))
 
     def revoke_external(self, network_id: str, endpoint_id: str) -> None:
-        """Unpublish the endpoint's ports; nothing published is success."""
-        with self._locks.hold(endpoint_id):
-            ep = self.repo.endpoint(network_id, endpoint_id)
-            if ep is None or not ep.published:
-                return
-            self.repo.update_endpoint(network_id, endpoint_id, lambda e: replace(e, published=[]))
-            self._release_ports(ep)
-        self.sync_firewall()
+        self.publisher.revoke(network_id, endpoint_id)
 
     def published(self) -> list[tuple[Endpoint, dict]]:
         """Every published binding with its endpoint, for `pynet ports`."""
@@ -353,8 +313,8 @@ class NetworkService:
 def _best_effort(fn, what: str) -> None:
     try:
         fn()
-    except Exception as exc:  # the cluster agent retries; the local delete already happened
-        log.warning("%s failed (will be retried in the background): %s", what, exc)
+    except Exception as exc:  # the control plane finishes it in the background; the local part is done
+        log.warning("%s failed (will be finished in the background): %s", what, exc)
 
 
 def _gateway_for(pools: tuple[IPAMData, ...], address: str, internal: bool) -> str:

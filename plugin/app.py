@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import Flask
 
-from pynet.driver.service import NetworkService
-from pynet.ipam.service import IpamService
 from pynet.plugin import http, wire_ipam, wire_network
+from pynet.plugin.compose import Services
 
 IMPLEMENTS = {"Implements": ["NetworkDriver", "IpamDriver"]}
-
-
-@dataclass
-class Services:
-    network: NetworkService
-    ipam: IpamService
-    agent: object = None  # cluster.agent.ClusterAgent when multi-host
 
 
 def _ports(services: Services) -> dict:
@@ -32,7 +22,9 @@ def _ports(services: Services) -> dict:
 def create_app(services: Services) -> Flask:
     app = Flask("pynet")
     routes = [http.Route("/Plugin.Activate", None, lambda: IMPLEMENTS),
-              http.Route("/Pynet.Ports", None, lambda: _ports(services))]
+              http.Route("/Pynet.Ports", None, lambda: _ports(services)),
+              # pynet's own: the health of its background loops and the records it refused to use
+              http.Route("/Pynet.Health", None, services.health.snapshot)]
     routes += wire_network.routes(services.network)
     routes += wire_ipam.routes(services.ipam)
     http.install(app, routes)

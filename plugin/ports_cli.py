@@ -2,7 +2,8 @@
 
 dockerd never shows a remote driver's published ports (``docker port`` is empty for them), so the CLI asks
 pynet (``POST /Pynet.Ports`` on the plugin socket) for its bindings, names them through the Docker Engine
-API (network and container names; pynet itself never calls dockerd), and prints:
+API at the version the daemon speaks (network and container names; pynet's handlers never call dockerd),
+and prints:
 
     CONTAINER  NETWORK   PROTO  HOST            CONTAINER
     web        frontend  tcp    0.0.0.0:5000    10.200.0.2:5000
@@ -21,10 +22,10 @@ from dataclasses import asdict, dataclass
 from typing import Iterable
 
 from pynet import unixhttp
+from pynet.docker_api import DockerApi, DockerApiError
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-DOCKER_API = "/v1.41"
 TIMEOUT = 30.0
 HEADERS = ("CONTAINER", "NETWORK", "PROTO", "HOST", "CONTAINER")
 
@@ -174,23 +175,22 @@ def docker_connection(docker_host: str) -> http.client.HTTPConnection:
 
 
 def fetch_networks(docker_host: str, network_ids: Iterable[str]) -> list[dict]:
-    """``GET /networks/{id}`` for each network (the list endpoint leaves out containers since API 1.28).
-    A network Docker no longer knows is skipped; an unreachable Docker is a CliError."""
+    """``GET /networks/{id}`` for each network (the list endpoint leaves out containers since API 1.28),
+    at the API version the daemon speaks (pynet/docker_api.py negotiates it).  A network Docker no longer
+    knows is skipped; an unreachable Docker is a CliError."""
+    ids = sorted(set(network_ids))
+    if not ids:
+        return []
+    docker_connection(docker_host)  # a malformed --docker-host is named before anything is sent
+    api = DockerApi(docker_host, TIMEOUT)
     out = []
-    for nid in sorted(set(network_ids)):
-        try:
-            status, raw = _request(docker_connection(docker_host), "GET", f"{DOCKER_API}/networks/{nid}")
-        except OSError as e:
-            raise CliError(f"cannot reach Docker at {docker_host}: {e.strerror or e} (--docker-host / DOCKER_HOST)") \
-                from None
-        if status == 404:
-            continue
-        if status != 200:
-            raise CliError(f"Docker answered GET /networks/{nid[:12]} with HTTP {status}: {_error_text(raw)}")
-        try:
-            out.append(json.loads(raw))
-        except ValueError:
-            raise CliError(f"unexpected answer from Docker at {docker_host}") from None
+    try:
+        for nid in ids:
+            doc = api.network(nid)
+            if doc is not None:
+                out.append(doc)
+    except DockerApiError as e:
+        raise CliError(f"{e} (--docker-host / DOCKER_HOST)") from None
     return out
 
 

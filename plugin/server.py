@@ -5,10 +5,11 @@ the store, but the kernel handle, the per-endpoint locks and the background
 reconciler must be single per host, so there is exactly one worker.  The
 arbiter binds the socket before the worker has even imported the app, so
 dockerd can connect within a second of start; requests wait in the backlog
-until the worker is ready.  The worker builds the services (after the fork, so
-netlink and sqlite handles are never shared across processes) and starts
-reconciliation in a background thread: heavy start-up work never delays the
-socket.  SIGTERM is gunicorn's graceful stop; the socket file is removed.
+until the worker is ready.  The worker builds the services (plugin/compose.py,
+after the fork, so netlink and sqlite handles are never shared across
+processes) and starts the background work there: heavy start-up work never
+delays the socket.  SIGTERM is gunicorn's graceful stop; the socket file is
+removed.
 """
 
 from __future__ import annotations
@@ -17,87 +18,15 @@ import logging
 import os
 import socket as socketlib
 import sys
-import threading
 
-import pynet
 from gunicorn.app.base import BaseApplication
 
+import pynet
 from pynet.plugin.settings import Settings
 
 log = logging.getLogger("pynet")
 # The folder that holds the pynet package (site-packages, or the repository for an editable install).
 _IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pynet.__file__)))
-
-
-def build_services(settings: Settings):
-    """Wire the real collaborators: store in the state dir, netlink, iptables; with --etcd also the
-    cluster store, which then holds IPAM (one address space for every host) and the overlays."""
-    from pynet.driver.firewall import IptablesFirewall
-    from pynet.driver.kernel.links import Links
-    from pynet.driver.service import NetworkService
-    from pynet.ipam.service import IpamService
-    from pynet.plugin.app import Services
-    from pynet.store import open_store
-
-    for noisy in ("pyroute2", "asyncio", "urllib3"):  # after importing pyroute2, which sets its own level
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
-    store = open_store(settings.state_dir)
-    links = Links()
-    if not settings.etcd:
-        network = NetworkService(store, links, IptablesFirewall())
-        return Services(network=network, ipam=IpamService(store, settings.default_pools))
-    from pynet.cluster.agent import ClusterAgent
-    from pynet.cluster.docker_api import DockerApi
-    from pynet.cluster.service import ClusterService
-    from pynet.store import open_cluster_store
-
-    host_id = _host_id(store)
-    shared = open_cluster_store(settings.etcd)
-    cluster = ClusterService(shared, links, host_id, settings.vtep_address, settings.lease_ttl)
-    network = NetworkService(store, links, IptablesFirewall(), cluster=cluster)
-    services = Services(network=network, ipam=IpamService(shared, settings.default_pools, host_id=host_id,
-                                                          journal=store))
-    log.info("multi-host: host %s, VTEP %s, etcd %s", host_id, settings.vtep_address, settings.etcd)
-    services.agent = ClusterAgent(cluster, network, DockerApi(settings.docker_host), ipam=services.ipam)
-    return services
-
-
-def _host_id(store) -> str:
-    """This host's id in the cluster: made once, kept in the local store (survives restarts)."""
-    import secrets
-
-    from pynet.store import keys
-
-    store.create(keys.local_host_id(), {"id": secrets.token_hex(6)})
-    return store.get(keys.local_host_id()).value["id"]
-
-
-def _start_reconciler(services) -> None:
-    from pynet.driver.reconcile import reconcile
-
-    def run():
-        try:
-            reconcile(services.network)
-        except Exception:
-            log.exception("start-up reconciliation failed")
-        if services.agent is not None:
-            services.agent.start()  # after the kernel matches the local records
-
-    threading.Thread(target=run, name="pynet-reconcile", daemon=True).start()
-    threading.Thread(target=_keep_firewall_first, args=(services,), name="pynet-fw-keeper", daemon=True).start()
-
-
-def _keep_firewall_first(services, every: float = 10.0) -> None:
-    """dockerd re-inserts its rules at the top when it restarts, without telling pynet."""
-    import time
-
-    while True:
-        time.sleep(every)
-        try:
-            if services.network.repo.networks():
-                services.network.firewall.keep_first()
-        except Exception:
-            log.exception("checking the order of pynet's firewall jumps failed")
 
 
 class _Gunicorn(BaseApplication):
@@ -130,10 +59,12 @@ class _Gunicorn(BaseApplication):
 
     def load(self):
         from pynet.plugin.app import create_app
+        from pynet.plugin.compose import build_services
 
         services = build_services(self.settings)
-        _start_reconciler(services)
-        return create_app(services)
+        app = create_app(services)
+        services.start()
+        return app
 
 
 def _check_socket(path: str) -> None:

@@ -28,8 +28,23 @@ def encode(value: dict) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+class Unreadable(dict):
+    """The value of a key that is not a JSON object (another writer put it there): an empty dict that
+    says why, so one such key never breaks a listing or a watch; records.py refuses it by ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
 def decode(text: str | None) -> dict | None:
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return Unreadable(f"the value is not JSON ({exc})")
+    return value if isinstance(value, dict) else Unreadable(f"the value is a JSON {type(value).__name__}, not an object")
 
 
 def prefix_upper_bound(prefix: str) -> str | None:

@@ -17,7 +17,7 @@ def b64(text: str | bytes) -> str:
 
 
 def unb64(text: str) -> str:
-    return base64.b64decode(text).decode()
+    return base64.b64decode(text).decode(errors="replace")  # a foreign value need not be UTF-8
 
 
 def range_end(prefix: str) -> bytes:

@@ -123,6 +123,10 @@ def adverts_prefix(overlay_name: str | None = None) -> str:
     return f"{ROOT}/cluster/endpoints/{overlay_name}/"
 
 
+def host_adverts_prefix(overlay_name: str, host_id: str) -> str:
+    return f"{ROOT}/cluster/endpoints/{overlay_name}/{host_id}/"
+
+
 def parse_cluster_key(key: str) -> tuple[str, ...] | None:
     """('hosts', id) / ('overlays', name) / ('vnis', n) / ('members', overlay, host) /
     ('endpoints', overlay, host, eid) for a cluster key, else None."""

@@ -71,6 +71,9 @@ class FakeLinks:
     def remotes(self, dev):
         return dict(self.tables.get(dev, {}))
 
+    def unpinned(self, dev) -> set:
+        return set()
+
     def underlay_mtu(self, address) -> int:
         if address not in self.underlay:
             raise KernelError(f"no link holds address {address}")

@@ -125,12 +125,10 @@ class VxlanOps:
         if link.master == master and link.mtu == spec.mtu and link.up:
             return
         log.info("repairing vxlan %s (master %s, mtu %s, up %s)", spec.name, link.master, link.mtu, link.up)
+        # Leaving a bridge dropped the port's bridge entries, and going down flushed the neighbours:
+        # ``unpinned`` and ``remotes`` show both, and the reconciler (the tables' one writer) restores them.
         self._call("attach vxlan", spec.name, self._ipr.link, "set", index=link.index, master=master,
                    mtu=spec.mtu, state="up")
-        if link.master != master:  # leaving a bridge drops the port's bridge FDB entries
-            for mac in self._read_remotes(link):
-                self._call(f"pin {mac} to bridge port", spec.name, self._ipr.fdb, "replace",
-                           **fdb_master(link.index, mac))
 
     # -- remote endpoints ------------------------------------------------------
     @owned
@@ -192,6 +190,16 @@ class VxlanOps:
         """
         link = self._get(dev)
         return self._read_remotes(link) if link else {}
+
+    @owned
+    def unpinned(self, dev: str) -> set[str]:
+        """MACs that tunnel from ``dev`` but lack their bridge entry while ``dev`` is on a bridge
+        (it left the bridge and came back): their frames would flood the bridge until re-pinned."""
+        link = self._get(dev)
+        if link is None or not link.master:
+            return set()
+        fdb = self._call("read the FDB of", link.name, lambda: list(self._ipr.fdb("dump", ifindex=link.index)))
+        return unpinned_macs(fdb, link.address)
 
     def _read_remotes(self, link) -> dict[str, tuple[str, frozenset[str]]]:
         fdb = self._call("read the FDB of", link.name, lambda: list(self._ipr.fdb("dump", ifindex=link.index)))
@@ -338,6 +346,20 @@ def collect_remotes(fdb, neighbours, own_mac: str) -> dict[str, tuple[str, froze
         if entry["state"] & NUD_PERMANENT and mac in ips:
             ips[mac].add(canonical_ip(entry.get_attr("NDA_DST")))
     return {mac: (vtep, frozenset(ips[mac])) for mac, vtep in vteps.items()}
+
+
+def unpinned_macs(fdb, own_mac: str) -> set[str]:
+    """MACs with a tunnel (``self``) entry and no bridge (``master``) entry in a dump of the device's FDB."""
+    tunnels, pins = set(), set()
+    for entry in fdb:
+        mac = entry.get_attr("NDA_LLADDR")
+        if mac in (_ZERO_MAC, own_mac):
+            continue
+        if entry["flags"] & NTF_SELF and entry.get_attr("NDA_DST"):
+            tunnels.add(mac)
+        elif entry.get_attr("NDA_MASTER"):  # the bridge's entries come back with NDA_MASTER, not NTF_MASTER
+            pins.add(mac)
+    return tunnels - pins
 
 
 def first_hop(route) -> tuple[str | None, int | None]:

@@ -1,15 +1,17 @@
 """Overlay networks through the real Flask app: two "hosts" (own local store, own fake kernel) share
-one cluster store, as two pynets share etcd.  The cluster agent is driven by hand (load()), so every
-step is deterministic; the threads and real etcd are proven in tests/e2e/test_overlay*.py."""
+one cluster store, as two pynets share etcd.  The control plane's watch and the reconciler are driven
+by hand (``sync()``: a fresh listing, then one reconciler pass), so every step is deterministic; the
+threads and real etcd are proven in tests/e2e/test_overlay*.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from pynet.cluster.agent import ClusterAgent
+from pynet.cluster.control import EtcdControlPlane
 from pynet.cluster.models import REMOVING
-from pynet.cluster.service import ClusterService
 from pynet.driver import names
+from pynet.driver.overlay.networks import OverlayNetworks
+from pynet.driver.overlay.reconciler import Reconciler
 from pynet.driver.service import NetworkService
 from pynet.ipam.service import IpamService
 from pynet.plugin.app import Services, create_app
@@ -24,18 +26,30 @@ NB = "b0b0b0b0b0b0" + "0" * 52
 EA = "ea" * 32
 EB = "eb" * 32
 OVERLAY = {"pynet.mode": "overlay", "pynet.overlay": "demo"}
+HA, HB = "a1a1a1a1a1a1", "b2b2b2b2b2b2"  # host ids
 
 
-def make_host(shared: MemoryStore, host_id: str, vtep: str):
-    links = FakeLinks()
-    links.underlay = {vtep: 1500}
-    cluster = ClusterService(shared, links, host_id, vtep, lease_ttl=10)
-    network = NetworkService(MemoryStore(), links, FakeFirewall(), port_probe=lambda *a: True,
-                             set_sysctl=lambda *a: True, cluster=cluster)
-    services = Services(network=network, ipam=IpamService(shared, host_id=host_id))
-    agent = ClusterAgent(cluster, network, docker=None)
-    return type("Host", (), {"client": create_app(services).test_client(), "links": links, "cluster": cluster,
-                             "agent": agent, "network": network})
+class Host:
+    def __init__(self, shared: MemoryStore, host_id: str, vtep: str, links: FakeLinks | None = None,
+                 local: MemoryStore | None = None):
+        self.links = links or FakeLinks()
+        self.links.underlay = {vtep: 1500}
+        self.control = EtcdControlPlane(shared, host_id, vtep, lease_ttl=10)
+        self.reconciler = Reconciler()
+        overlays = OverlayNetworks(self.control, self.reconciler, self.links, vtep, join_wait=0)
+        self.network = NetworkService(local or MemoryStore(), self.links, FakeFirewall(), port_probe=lambda *a: True,
+                                      set_sysctl=lambda *a: True, overlays=overlays)
+        services = Services(network=self.network, ipam=IpamService(shared, host_id=host_id))
+        self.client = create_app(services).test_client()
+
+    def sync(self) -> None:
+        """What the watch and the reconciler threads do: a fresh view, then the tables made to match."""
+        self.control.load()
+        self.reconciler.pass_once()
+
+
+def make_host(shared: MemoryStore, host_id: str, vtep: str, **kw) -> Host:
+    return Host(shared, host_id, vtep, **kw)
 
 
 @pytest.fixture
@@ -45,18 +59,18 @@ def shared():
 
 @pytest.fixture
 def a(shared):
-    return make_host(shared, "ha", "192.0.2.1")
+    return make_host(shared, HA, "192.0.2.1")
 
 
 @pytest.fixture
 def b(shared):
-    return make_host(shared, "hb", "192.0.2.2")
+    return make_host(shared, HB, "192.0.2.2")
 
 
 def test_overlay_spans_hosts_with_one_vni_gateway_and_tunnel_tables(shared, a, b):
     status, body, pool = create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)
     assert status == 200, body
-    record = a.cluster.registry.get("demo")
+    record = a.control.registry.get("demo")
     vx = a.links.links[names.vxlan_name(NA)]
     assert vx == {"kind": "vxlan", "mtu": 1450, "master": names.bridge_name(NA), "vni": record.vni,
                   "local": "192.0.2.1"}
@@ -65,7 +79,7 @@ def test_overlay_spans_hosts_with_one_vni_gateway_and_tunnel_tables(shared, a, b
     assert bridge["mtu"] == 1450
     status, _, addr_a = start_endpoint(a.client, pool["PoolID"], eid=EA, nid=NA)
     assert status == 200
-    assert shared.get(keys.advert("demo", "ha", EA)).value["ips"] == [addr_a.split("/")[0]]
+    assert shared.get(keys.advert("demo", HA, EA)).value["ips"] == [addr_a.split("/")[0]]
 
     status, body, pool_b = create_network(b.client, nid=NB, subnet="10.10.0.0/24", generic=OVERLAY)
     assert status == 200, body
@@ -76,26 +90,26 @@ def test_overlay_spans_hosts_with_one_vni_gateway_and_tunnel_tables(shared, a, b
     status, _, addr_b = start_endpoint(b.client, pool["PoolID"], eid=EB, nid=NB)
     assert status == 200 and addr_b != addr_a
 
-    a.agent.load()
-    b.agent.load()
+    a.sync()
+    b.sync()
     mac_a, mac_b = names.endpoint_mac(addr_a, EA), names.endpoint_mac(addr_b, EB)
     assert a.links.remotes(names.vxlan_name(NA)) == {mac_b: ("192.0.2.2", frozenset({addr_b.split("/")[0]}))}
     assert b.links.remotes(names.vxlan_name(NB)) == {mac_a: ("192.0.2.1", frozenset({addr_a.split("/")[0]}))}
-    assert set(a.cluster.registry.members("demo")) == {"ha", "hb"}
+    assert {host for (name, host) in a.control.view.members if name == "demo"} == {HA, HB}
 
     # The endpoint goes: its advert goes, and B's table follows on the next event/resync.
     assert post(a.client, "NetworkDriver.DeleteEndpoint", {"NetworkID": NA, "EndpointID": EA}) == (200, {})
-    assert shared.get(keys.advert("demo", "ha", EA)) is None
-    b.agent.load()
+    assert shared.get(keys.advert("demo", HA, EA)) is None
+    b.sync()
     assert b.links.remotes(names.vxlan_name(NB)) == {}
 
     # `docker network rm` on A: A leaves, the overlay is marked for removal everywhere.
     assert post(a.client, "NetworkDriver.DeleteNetwork", {"NetworkID": NA}) == (200, {})
     assert names.vxlan_name(NA) not in a.links.links
-    assert a.cluster.registry.get("demo").state == REMOVING
+    assert a.control.registry.get("demo").state == REMOVING
     assert post(b.client, "NetworkDriver.DeleteEndpoint", {"NetworkID": NB, "EndpointID": EB}) == (200, {})
     assert post(b.client, "NetworkDriver.DeleteNetwork", {"NetworkID": NB}) == (200, {})
-    assert a.cluster.registry.get("demo") is None and shared.list(keys.cluster_prefix() + "vnis/") == []
+    assert a.control.registry.get("demo") is None and shared.list(keys.cluster_prefix() + "vnis/") == []
 
 
 def test_overlay_refusals_name_the_problem(a):
@@ -127,7 +141,7 @@ def test_etcd_failure_during_create_endpoint_rolls_back(a, shared, monkeypatch):
     from pynet.errors import Unavailable
 
     _, _, pool = create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)
-    monkeypatch.setattr(a.cluster.registry, "advertise",
+    monkeypatch.setattr(a.control.registry, "advertise",
                         lambda *args: (_ for _ in ()).throw(Unavailable("etcd unreachable at http://x:2379")))
     status, body, _ = start_endpoint(a.client, pool["PoolID"], eid=EA, nid=NA)
     assert status == 503 and "etcd unreachable" in body["Err"]
@@ -139,13 +153,12 @@ def test_replay_before_the_first_listing_keeps_the_tunnel_tables(a, b):
     _, _, pool = create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)
     create_network(b.client, nid=NB, subnet="10.10.0.0/24", generic=OVERLAY)
     start_endpoint(b.client, pool["PoolID"], eid=EB, nid=NB)
-    a.agent.load()
+    a.sync()
     before = a.links.remotes(names.vxlan_name(NA))
     assert len(before) == 1
-    restarted = make_host(a.cluster.store, "ha", "192.0.2.1")  # a new process: empty view
-    restarted.links, restarted.network.links, restarted.cluster.links = a.links, a.links, a.links
-    restarted.network.repo = a.network.repo
+    restarted = make_host(a.control.store, HA, "192.0.2.1", links=a.links, local=a.network.repo._store)
     from pynet.driver.reconcile import reconcile
 
-    reconcile(restarted.network)
+    reconcile(restarted.network)  # a new process: empty view, etcd not listed yet
+    restarted.reconciler.pass_once()
     assert a.links.remotes(names.vxlan_name(NA)) == before

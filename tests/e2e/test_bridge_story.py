@@ -7,21 +7,8 @@ import json
 import pytest
 
 from pynet.lab.proc import CommandError
+from tests.e2e.helpers import IMG, pn_links, run
 
-IMG = "busybox:local"
-
-
-def run(host, cleanup, name, *args, network=None):
-    cleanup.container(name)
-    argv = ["run", "-d", "--name", name]
-    if network:
-        argv += ["--network", network]
-    host.docker(*argv, *args, IMG, "sleep", "1d")
-    return name
-
-
-def pn_links(host):
-    return sorted(l for l in host.links() if l.startswith("pn"))
 
 
 def create(host, cleanup, name, *args, driver_only=False):

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from pynet.lab.proc import CommandError
+from tests.e2e.helpers import pn_links, run
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "plugin" / "build" / "build.sh"
-IMG = "busybox:local"
 PLUGIN = "pynet:latest"  # a managed plugin's driver name carries its tag
 SUBNET, GATEWAY = "10.20.0.0/24", "10.20.0.1"
 ROOTFS_BUDGET_MB = 150
@@ -63,15 +63,10 @@ def install(host, plugin_dir: Path, state: Path) -> str:
     return host.docker("plugin", "inspect", "-f", "{{.Id}}", PLUGIN).stdout.strip()
 
 
-def run(host, cleanup, name, *args, network="n1"):
-    cleanup.container(name, host)
-    host.docker("run", "-d", "--name", name, *(["--network", network] if network else []), *args,
-                IMG, "sleep", "1d")
+def started(host, cleanup, name, *args, network="n1") -> str:
+    """A container on ``network``; its address there."""
+    run(host, cleanup, name, *args, network=network)
     return host.container_ip(name, network) if network else ""
-
-
-def pn_links(host):
-    return sorted(link for link in host.links() if link.startswith("pn"))
 
 
 def check_story(h, cleanup) -> dict[str, str]:
@@ -79,22 +74,22 @@ def check_story(h, cleanup) -> dict[str, str]:
     cleanup.network("n1", h)
     h.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", SUBNET,
              "--gateway", GATEWAY, "n1")
-    ips = {"ca": run(h, cleanup, "ca"), "cb": run(h, cleanup, "cb")}
+    ips = {"ca": started(h, cleanup, "ca"), "cb": started(h, cleanup, "cb")}
     assert ips["ca"] != ips["cb"] and all(ip.startswith("10.20.0.") for ip in ips.values())
     h.docker("exec", "ca", "ping", "-c1", "-W2", "cb")  # by name: dockerd's embedded DNS
     h.docker("exec", "ca", "ping", "-c1", "-W2", ips["cb"])
     assert f"default via {GATEWAY}" in h.docker("exec", "ca", "ip", "route").stdout
 
-    run(h, cleanup, "cx", network=None)  # on Docker's own bridge, then connected
+    started(h, cleanup, "cx", network=None)  # on Docker's own bridge, then connected
     h.docker("network", "connect", "n1", "cx")
     ips["cx"] = h.container_ip("cx", "n1")
     assert ips["cx"] in h.docker("exec", "cx", "ip", "addr", "show", "eth1").stdout
     h.docker("exec", "cx", "ping", "-c1", "-W2", "ca")
 
-    ips["cs"] = run(h, cleanup, "cs", "--ip", "10.20.0.50")
+    ips["cs"] = started(h, cleanup, "cs", "--ip", "10.20.0.50")
     assert ips["cs"] == "10.20.0.50"
     with pytest.raises(CommandError, match="10.20.0.50 is already in use"):
-        run(h, cleanup, "ce", "--ip", "10.20.0.50")
+        started(h, cleanup, "ce", "--ip", "10.20.0.50")
     h.docker("rm", "-f", "ce", check=False)
 
     inspect = json.loads(h.docker("network", "inspect", "n1").stdout)[0]
@@ -108,7 +103,7 @@ def check_story(h, cleanup) -> dict[str, str]:
 
 def check_fresh_container(h, cleanup, name: str, taken: dict[str, str]) -> None:
     """A new container gets an address nobody has, and reaches the old ones: pynet kept its state."""
-    taken[name] = run(h, cleanup, name)
+    taken[name] = started(h, cleanup, name)
     assert taken[name] not in {ip for c, ip in taken.items() if c != name}, taken
     h.docker("exec", name, "ping", "-c1", "-W2", "ca")
     h.docker("exec", "ca", "ping", "-c1", "-W2", name)

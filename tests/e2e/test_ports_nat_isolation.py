@@ -23,8 +23,9 @@ import pytest
 
 from pynet.lab.proc import CommandError, binary, pynet_executable
 from pynet.lab.proc import run as command
+from pynet.lab.wait import wait_until
+from tests.e2e.helpers import IMG, pn_links, run
 
-IMG = "busybox:local"
 IPERF_IMG = "pn-iperf:local"
 IPERF = "/usr/bin/iperf3"  # the harness copies the host's iperf3 into pn-iperf:local at the same path
 HOST_V4, PEER_V4 = "198.51.100.1", "198.51.100.2"
@@ -45,14 +46,6 @@ while True:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def eventually(check, seconds: float = 10.0, step: float = 0.2):
-    """Poll ``check()`` until truthy; returns its last value (the caller asserts on it)."""
-    deadline = time.monotonic() + seconds
-    while not (result := check()) and time.monotonic() < deadline:
-        time.sleep(step)
-    return result
-
-
 def create_net(h, cleanup, name, *args):
     cleanup.network(name, h)
     h.docker("network", "create", "-d", "pynet", "--ipam-driver", "pynet", *args, name)
@@ -67,16 +60,12 @@ def web_cmd(marker: str, *ports: int) -> list[str]:
     return ["sh", "-c", " && ".join(steps)]
 
 
-def run(h, cleanup, name, *args, image=IMG, cmd=("sleep", "1d")):
-    cleanup.container(name, h)
-    h.docker("run", "-d", "--name", name, *args, image, *cmd)
-    return name
 
 
 def run_web(h, cleanup, name, network, *args, marker="web-ok", ports=(5000,)):
     run(h, cleanup, name, "--network", network, *args, cmd=web_cmd(marker, *ports))
     for p in ports:  # listening before anyone tests through the NAT
-        assert eventually(lambda: ctr_wget(h, name, f"http://127.0.0.1:{p}/", 1) == marker), f"{name}:{p} not up"
+        assert wait_until(lambda: ctr_wget(h, name, f"http://127.0.0.1:{p}/", 1) == marker), f"{name}:{p} not up"
     return name
 
 
@@ -121,10 +110,6 @@ def pynet_ports(h, *args, check=True) -> subprocess.CompletedProcess:
 
 def port_rows(h, target=None) -> list[dict]:
     return json.loads(pynet_ports(h, "--json", *([target] if target else [])).stdout)
-
-
-def pn_links(h) -> list[str]:
-    return sorted(link for link in h.links() if link.startswith("pn"))
 
 
 def rules(h, v6=False) -> list[tuple[str, str]]:
@@ -189,7 +174,7 @@ class Peer:
         p = subprocess.Popen([binary("ip"), "netns", "exec", self.netns, sys.executable, "-c", REPORTER, str(port)],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append(p)
-        up = eventually(lambda: self.exec("busybox", "nc", "-w", "1", "127.0.0.1", port).stdout.strip() == "127.0.0.1",
+        up = wait_until(lambda: self.exec("busybox", "nc", "-w", "1", "127.0.0.1", port).stdout.strip() == "127.0.0.1",
                         seconds=10)
         assert up, f"reporter on the peer did not come up: {p.poll()} {p.stderr.read() if p.poll() is not None else ''}"
         return port
@@ -245,7 +230,7 @@ def test_published_ports(dockerhost, cleanup, peer):
     # UDP data through a published port: iperf3 -u (control over tcp, data over udp, same host port)
     run(h, cleanup, "pp-udp", "--network", net, "-p", "5003:5201", "-p", "5003:5201/udp", image=IPERF_IMG,
         cmd=(IPERF, "-s", "--forceflush"))
-    assert eventually(lambda: "Server listening" in h.docker("logs", "pp-udp").stdout)
+    assert wait_until(lambda: "Server listening" in h.docker("logs", "pp-udp").stdout)
     p = peer.exec(IPERF, "-c", HOST_V4, "-p", "5003", "-u", "-b", "2M", "-t", "1", "-J", timeout=30)
     report = json.loads(p.stdout or "{}")
     assert p.returncode == 0 and "error" not in report, p.stdout[-800:] + p.stderr
@@ -270,7 +255,7 @@ def test_published_ports(dockerhost, cleanup, peer):
     rows = port_rows(h, "pp-exp")
     assert [(r["proto"], r["host_ip"], r["container_port"]) for r in rows] == [("tcp", "0.0.0.0", 7000)], rows
     assert rows[0]["host_port"] > 0
-    assert eventually(lambda: peer.wget(f"http://{HOST_V4}:{rows[0]['host_port']}/") == "exp-ok")
+    assert wait_until(lambda: peer.wget(f"http://{HOST_V4}:{rows[0]['host_port']}/") == "exp-ok")
 
     # removing the owner frees the port and its rules
     h.docker("rm", "-f", "pp-web")
@@ -450,7 +435,7 @@ def test_rules_idempotent_rebuilt_and_removed(make_dockerhost, cleanup):
     for _ in range(2):
         h.restart_pynet()
         time.sleep(1)  # reconciliation runs in the background after the socket is up
-        assert eventually(lambda: snapshot() == first), (snapshot(), first)
+        assert wait_until(lambda: snapshot() == first), (snapshot(), first)
     assert serving() == up
 
     # rules are rebuilt from the stored state: flush every pynet chain, restart
@@ -461,8 +446,8 @@ def test_rules_idempotent_rebuilt_and_removed(make_dockerhost, cleanup):
                 h.ns_exec(cmd, "-w", "-t", table, "-F", line[1:].split()[0])
     assert snapshot() != first
     h.restart_pynet()
-    assert eventually(lambda: snapshot() == first, seconds=20), (snapshot(), first)
-    assert eventually(lambda: serving() == up), serving()
+    assert wait_until(lambda: snapshot() == first, seconds=20), (snapshot(), first)
+    assert wait_until(lambda: serving() == up), serving()
 
     # teardown: nothing of pynet's is left, Docker's own rules are as they were
     assert cleanup.run() == []

@@ -256,12 +256,14 @@ def test_vxlan_detached_down_and_wrong_mtu_is_repaired_in_place(hosts):
     assert a.links.ensure_vxlan(spec) is False
     link = a.links.get(VXLAN)
     assert link.index == index and link.master == a.links.get(BRIDGE).index and link.mtu == MTU and link.up
+    # The tables are the reconciler's: the device is repaired, and what it lost shows in a read of it.
+    # The tunnel entry survived the down, the neighbour entries did not; the bridge entry went with nomaster.
+    assert a.links.remotes(VXLAN) == {MAC["b"]: (VTEP["b"], frozenset())}
+    assert a.links.unpinned(VXLAN) == {MAC["b"]}
+    a.links.ensure_remote(*a.remote_args(b))  # what the reconciler's diff does with that read
     fdb = subprocess.run(["bridge", "-n", a.netns, "fdb", "show", "dev", VXLAN], capture_output=True,
                          text=True).stdout
-    assert f"{MAC['b']} master {BRIDGE} static" in fdb
-    # the tunnel entry survived the down, the neighbour entries did not: a diff against remotes() shows it
-    assert a.links.remotes(VXLAN) == {MAC["b"]: (VTEP["b"], frozenset())}
-    a.links.ensure_remote(*a.remote_args(b))
+    assert f"{MAC['b']} master {BRIDGE} static" in fdb and a.links.unpinned(VXLAN) == set()
     assert ping(a.container, IP4["b"], PAYLOAD4)
 
 

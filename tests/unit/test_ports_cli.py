@@ -177,8 +177,12 @@ def _args(socket_path, docker_host, target=None, as_json=False):
     return SimpleNamespace(target=target, socket=socket_path, docker_host=docker_host, json=as_json)
 
 
-def _docker_routes():
-    return {("GET", f"/v1.41/networks/{n['Id']}"): (200, n) for n in NETWORKS}
+VERSION = {("GET", "/version"): (200, {"ApiVersion": "1.41", "MinAPIVersion": "1.12"})}
+
+
+def _docker_routes(api: str = "1.41"):
+    routes = {("GET", f"/v{api}/networks/{n['Id']}"): (200, n) for n in NETWORKS}
+    return {**routes, ("GET", "/version"): (200, {"ApiVersion": api, "MinAPIVersion": "1.40"})}
 
 
 def test_main_prints_the_table(sockets, capsys):
@@ -188,7 +192,20 @@ def test_main_prints_the_table(sockets, capsys):
     assert out[0].split() == list(pc.HEADERS) and len(out) == 6
     assert out[2].split() == ["web", "frontend", "tcp", "0.0.0.0:5000", "10.200.0.2:5000"]
     assert seen_p == [("POST", "/Pynet.Ports", b"{}")]
-    assert sorted(p for _, p, _ in seen_d) == sorted(f"/v1.41/networks/{n}" for n in (NET_F, NET_B))
+    assert sorted(p for _, p, _ in seen_d) == sorted(["/version"] + [f"/v1.41/networks/{n}" for n in (NET_F, NET_B)])
+
+
+def test_docker_api_version_is_negotiated_not_pinned(sockets, capsys):
+    """dockerd 29.0-29.2 refuse clients below API 1.44: the CLI speaks the daemon's own version."""
+    sock, dh, _, seen_d = sockets({("POST", "/Pynet.Ports"): (200, {"Ports": PORTS})}, _docker_routes("1.55"))
+    assert pc.main(_args(sock, dh)) == 0
+    assert {p for _, p, _ in seen_d} == {"/version"} | {f"/v1.55/networks/{n}" for n in (NET_F, NET_B)}
+
+
+def test_docker_older_than_20_10_is_refused_by_name(sockets, capsys):
+    sock, dh, _, _ = sockets({("POST", "/Pynet.Ports"): (200, {"Ports": PORTS})}, _docker_routes("1.39"))
+    assert pc.main(_args(sock, dh)) == 1
+    assert "speaks API 1.39; pynet needs 1.41 or newer" in capsys.readouterr().err
 
 
 def test_main_filters_and_json(sockets, capsys):
@@ -212,7 +229,7 @@ def test_main_no_ports_prints_header_only_and_skips_docker(sockets, capsys):
 
 
 def test_main_network_unknown_to_docker_still_lists(sockets, capsys):
-    sock, dh, _, _ = sockets({("POST", "/Pynet.Ports"): (200, {"Ports": PORTS[:1]})}, {})  # docker: 404
+    sock, dh, _, _ = sockets({("POST", "/Pynet.Ports"): (200, {"Ports": PORTS[:1]})}, VERSION)  # networks: 404
     assert pc.main(_args(sock, dh)) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:2] == [EP_WEB_F[:12], NET_F[:12]]
 

@@ -1,0 +1,113 @@
+"""The composition root: the one place that builds pynet's collaborators and starts its background work.
+
+Single host: the embedded store (sqlite in the state dir) holds everything.  With ``--etcd``: the
+cluster store holds IPAM (one address space for every host) and the overlays, and the overlay pieces
+are wired as the port says -- the driver gets OverlayNetworks over the port, the etcd control plane
+implements it, the reconciler writes the tables.  Built in the gunicorn worker, after the fork, so
+netlink and sqlite handles are never shared across processes; nothing here blocks the socket.
+
+Background work, all under one Supervisor (pynet/background.py), each loop visible in /Pynet.Health:
+
+    reconciler      the one writer of the overlays' kernel tables
+    startup         replays stored networks and endpoints through the create path, then starts the
+                    control plane's loops (lease, watch, docker-sync): replay first, so the control
+                    plane knows this host's intent before it tidies etcd
+    firewall-order  keeps pynet's jumps in front after dockerd re-inserted its own (every 10 s)
+    ipam-journal    applies IPAM releases deferred while etcd was unreachable (every 10 s)
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pynet.background import Supervisor
+from pynet.health import Health
+
+log = logging.getLogger("pynet")
+FIREWALL_CHECK = 10.0
+JOURNAL_REPLAY = 10.0
+
+
+@dataclass
+class Services:
+    network: object  # pynet.driver.service.NetworkService
+    ipam: object  # pynet.ipam.service.IpamService
+    health: Health = field(default_factory=Health)
+    start: Callable[[], None] = lambda: None  # starts the background work (once the app is built)
+    supervisor: Supervisor | None = None
+
+
+def build_services(settings) -> Services:
+    """Wire the real collaborators for ``settings`` (a pynet.plugin.settings.Settings)."""
+    from pynet.driver.firewall import IptablesFirewall
+    from pynet.driver.kernel.links import Links
+    from pynet.driver.service import NetworkService
+    from pynet.ipam.service import IpamService
+    from pynet.store import open_store
+
+    for noisy in ("pyroute2", "asyncio", "urllib3"):  # after importing pyroute2, which sets its own level
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    store = open_store(settings.state_dir)
+    links = Links()
+    health = Health()
+    supervisor = Supervisor(health)
+    if not settings.etcd:
+        network = NetworkService(store, links, IptablesFirewall())
+        services = Services(network, IpamService(store, settings.default_pools), health, supervisor=supervisor)
+        services.start = lambda: _start(services, supervisor, after_replay=lambda: None)
+        return services
+    return _multi_host(settings, store, links, health, supervisor)
+
+
+def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) -> Services:
+    from pynet.cluster.control import EtcdControlPlane
+    from pynet.docker_api import DockerApi
+    from pynet.driver.firewall import IptablesFirewall
+    from pynet.driver.overlay.networks import OverlayNetworks
+    from pynet.driver.overlay.reconciler import NAME as RECONCILER, Reconciler
+    from pynet.driver.service import NetworkService
+    from pynet.ipam.service import IpamService
+    from pynet.store import open_cluster_store
+
+    host_id = host_identity(store)
+    shared = open_cluster_store(settings.etcd)
+    control = EtcdControlPlane(shared, host_id, settings.vtep_address, settings.lease_ttl, health)
+    reconciler = Reconciler(health)
+    overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address)
+    network = NetworkService(store, links, IptablesFirewall(), overlays=overlays)
+    ipam = IpamService(shared, settings.default_pools, host_id=host_id, journal=store)
+    services = Services(network, ipam, health, supervisor=supervisor)
+    log.info("multi-host: host %s, VTEP %s, etcd %s", host_id, settings.vtep_address, settings.etcd)
+
+    def after_replay() -> None:
+        control.start(supervisor, DockerApi(settings.docker_host))
+        supervisor.every("ipam-journal", JOURNAL_REPLAY, ipam.replay_deferred, first=JOURNAL_REPLAY)
+
+    def start() -> None:
+        supervisor.spawn(RECONCILER, reconciler.run)
+        _start(services, supervisor, after_replay)
+
+    services.start = start
+    return services
+
+
+def _start(services: Services, supervisor: Supervisor, after_replay: Callable[[], None]) -> None:
+    from pynet.driver.reconcile import reconcile
+
+    def startup() -> None:
+        reconcile(services.network)
+        after_replay()
+
+    supervisor.once("startup", startup)
+    supervisor.every("firewall-order", FIREWALL_CHECK, services.network.keep_firewall_first, first=FIREWALL_CHECK)
+
+
+def host_identity(store) -> str:
+    """This host's id in the cluster: made once, kept in the local store (survives restarts)."""
+    from pynet.store import keys
+
+    store.create(keys.local_host_id(), {"id": secrets.token_hex(6)})
+    return store.get(keys.local_host_id()).value["id"]
