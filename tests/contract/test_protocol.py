@@ -178,6 +178,31 @@ def test_failed_bridge_create_rolls_back(world, client):
     assert world.services.network.repo.network(NID) is None
 
 
+def test_failed_firewall_sync_rolls_back_the_network(world, client):
+    """iptables-restore refusing the new rules: neither the record nor the bridge stays behind."""
+    from pynet.driver.firewall import FirewallError
+
+    def refuse(networks, endpoints=()):
+        if any(n.id == NID for n in networks):
+            raise FirewallError("iptables-restore failed: injected")
+        world.firewall.synced.append(sorted(n.id for n in networks))
+
+    world.firewall.sync = refuse
+    status, body, _ = create_network(client)
+    assert status == 500 and "iptables-restore failed: injected" in body["Err"] and "rolled back" in body["Err"]
+    assert world.services.network.repo.network(NID) is None and f"pn-{NID[:12]}" not in world.links.links
+    assert world.firewall.current == []  # and the rules were written again without it
+
+
+def test_health_lists_loops_and_refused_records(world, client):
+    world.services.health.failed("watch", "etcd unreachable at http://x:2379")
+    world.services.health.rejected("endpoints", "/pynet/v1/cluster/endpoints/x/y/z", "advert MAC 42")
+    status, body = post(client, "Pynet.Health")
+    assert status == 200
+    assert body["loops"]["watch"]["last_error"] == "etcd unreachable at http://x:2379"
+    assert body["rejected"]["endpoints"]["count"] == 1
+
+
 def test_failed_veth_create_rolls_back(world, client):
     _, _, pool = create_network(client)
     world.links.fail_on.add(f"pnh{EID[:12]}")

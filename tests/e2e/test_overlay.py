@@ -403,3 +403,41 @@ def test_host_leaving_its_entries_vanish_after_the_lease_ttl(make_cluster):
         # c back on the underlay with pynet, so its dockerd can remove its container at teardown
         cl.restore_host_link(c)
         cl.start_pynet(c)
+
+
+def pynet_health(host: DockerHost) -> dict:
+    """``POST /Pynet.Health`` on the host's pynet socket."""
+    from pynet import unixhttp
+
+    status, raw = unixhttp.request(unixhttp.UnixConnection(str(host.pynet_socket), 10), "POST", "/Pynet.Health", {})
+    assert status == 200, raw
+    return json.loads(raw)
+
+
+def test_a_bad_record_in_etcd_is_skipped_and_counted_and_the_rest_still_works(cluster, cleanup):
+    """Records written by someone else are validated on read: a hostile advert (a multicast MAC for an
+    address of the overlay) and a value that is not JSON never reach the kernel, stop nothing after
+    them, and show in /Pynet.Health."""
+    cl = cluster
+    a, b = cl.hosts
+    ip_a, _ = overlay_pair(cl, cleanup, "recs", "10.17.0.0/24", "ra1", "rb1")
+    vxlan_b = kernel_names(b, "recs")[1]
+    stranger = "5" * 12
+    hostile = {"overlay": "recs", "host": stranger, "endpoint": "6" * 64, "mac": "01:00:5e:00:00:01",
+               "vtep": "192.0.2.99", "ips": [ip_a]}
+    cl.etcdctl("put", f"/pynet/v1/cluster/endpoints/recs/{stranger}/{'6' * 64}", json.dumps(hostile))
+    cl.etcdctl("put", f"/pynet/v1/cluster/endpoints/recs/{stranger}/{'7' * 64}", "{not json")
+    # a container started after the bad records is programmed everywhere as usual
+    run(a, cleanup, "ra2", network="recs")
+    ip_a2 = a.container_ip("ra2", "recs")
+    assert_ping(b, "rb1", ip_a2, wait=PROPAGATE_S)
+    assert_ping(b, "rb1", ip_a)  # the hostile advert did not take ra1's address over
+    assert "01:00:5e:00:00:01" not in fdb(b, vxlan_b) and "192.0.2.99" not in fdb(b, vxlan_b)
+    refused = wait_until(lambda: pynet_health(b)["rejected"].get("endpoints", {}).get("count", 0) >= 2, 5)
+    assert refused, pynet_health(b)
+    reasons = {r["reason"] for r in pynet_health(b)["rejected"]["endpoints"]["last"]}
+    assert any("not a unicast MAC" in r for r in reasons) and any("not JSON" in r for r in reasons), reasons
+    loops = pynet_health(b)["loops"]
+    assert {"watch", "lease", "reconciler", "docker-sync", "startup"} <= set(loops), loops
+    assert all(state["restarts"] == 0 for state in loops.values()), loops
+    cl.etcdctl("del", "--prefix", f"/pynet/v1/cluster/endpoints/recs/{stranger}/")
