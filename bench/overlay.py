@@ -196,7 +196,8 @@ def remove_all(a: DockerHost, b: DockerHost, nets: list[OverlayNet], containers:
             for h in listed:
                 p = h.docker("network", "rm", net.name, check=False)
                 if p.returncode:
-                    errors[h.name] = ((p.stderr or p.stdout).strip().splitlines() or [f"rc={p.returncode}"])[-1]
+                    # the whole message: dockerd's last line alone ("exit status 1") names no culprit
+                    errors[h.name] = " / ".join((p.stderr or p.stdout).strip().splitlines()) or f"rc={p.returncode}"
             return not listed
 
         if not wait_until(gone, 20, 0.5):

@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -70,10 +71,16 @@ def _fingerprint(kind: str) -> str:
 def cached_tar(kind: str, builder) -> Path:
     path = cache_dir() / f"{kind}-{_fingerprint(kind)}.tar"
     if not path.exists():
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with tarfile.open(tmp, "w") as tar:
-            builder(tar)
-        tmp.replace(path)
+        # unique per call, not per process: the lab starts its hosts from parallel threads of one process,
+        # and two builders sharing a temporary name rename it from under each other
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w") as tar:
+                builder(tar)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
 
 
