@@ -33,7 +33,7 @@ RUN set -e; \
     /opt/pynet/bin/pynet version; \
     rm -rf /tmp/wheels; \
     chmod 0755 /usr/local/bin/pynet-entrypoint; \
-    mkdir -p /run/docker/plugins /var/lib/pynet
+    mkdir -p /run/docker/plugins /var/lib/pynet /etc/pynet
 
 # Used only when the image is run as a container; as a plugin, config.json's entrypoint applies.
 ENTRYPOINT ["/usr/local/bin/pynet-entrypoint"]

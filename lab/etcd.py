@@ -29,6 +29,7 @@ start quotes its tail.
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import platform
@@ -38,8 +39,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import ssl
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
+
+from pynet.lab.pki import Cert
 
 ETCD_BINARY = os.environ.get("PYNET_TEST_ETCD", "/usr/bin/etcd")  # Debian: apt-get install etcd-server
 HEARTBEAT_MS = 25
@@ -50,17 +55,53 @@ ELECTION_MS = 250
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x",
            "i686": "386", "armv7l": "arm"}
 
-# Run with ``ip netns exec``: one POST, JSON in and out, exit 1 with the reason on failure.
-_POST_SCRIPT = """
-import json, sys, urllib.request
-req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")
-try:
-    with urllib.request.urlopen(req, timeout=float(sys.argv[3])) as resp:
-        sys.stdout.write(resp.read().decode())
-except Exception as err:
-    body = getattr(err, "read", lambda: b"")().decode(errors="replace")
-    sys.exit(f"{err} {body}")
-"""
+# Run with ``ip netns exec``: the same POST as in this process (``_post``), JSON in and out, exit 1
+# with the reason on failure.
+_POST_SCRIPT = "import sys; from pynet.lab.etcd import _post_main; _post_main(sys.argv[1:])"
+
+
+def _post(url: str, body: dict, timeout: float, tls: dict | None, auth: tuple[str, str] | None) -> dict:
+    """One POST to the gateway, over TLS when ``tls`` ({"ca", "cert", "key"}) is given, with a
+    token for ``auth`` (user, password) when given.  EtcdError on any failure."""
+    context = None
+    if tls:
+        context = ssl.create_default_context(cafile=tls["ca"])
+        if tls.get("cert"):
+            context.load_cert_chain(tls["cert"], tls["key"])
+    headers = {}
+    if auth:
+        base = url.split("/v3/", 1)[0]
+        token = _post(f"{base}/v3/auth/authenticate", {"name": auth[0], "password": auth[1]}, timeout, tls, None)
+        headers["Authorization"] = token["token"]
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
+            return json.loads(resp.read())
+    except (OSError, urllib.error.URLError) as err:
+        detail = err.read().decode(errors="replace") if isinstance(err, urllib.error.HTTPError) else ""
+        raise EtcdError(f"POST {url}: {err} {detail}") from err
+
+
+def _post_main(argv: list[str]) -> None:
+    url, body, timeout, tls, auth = argv
+    try:
+        answer = _post(url, json.loads(body), float(timeout), json.loads(tls), json.loads(auth))
+    except EtcdError as err:
+        sys.exit(str(err))
+    sys.stdout.write(json.dumps(answer))
+
+
+@dataclass(frozen=True)
+class EtcdTls:
+    """TLS for an EtcdProcess: its server certificate (``server.cert``/``server.key``), the CA it
+    trusts for clients (``ca``, also the one clients verify it with), whether it requires client
+    certificates, and the client certificate the lab itself talks to it with (``client``)."""
+
+    ca: Path
+    server: Cert
+    client: Cert | None = None
+    client_cert_auth: bool = True
+
 
 _live: weakref.WeakSet[EtcdProcess] = weakref.WeakSet()
 
@@ -80,8 +121,12 @@ class EtcdProcess:
     """One etcd member.  ``start()`` returns self; also a context manager (start/stop)."""
 
     def __init__(self, workdir: str | Path, host: str = "127.0.0.1", client_port: int | None = None,
-                 peer_port: int | None = None, netns: str | None = None, name: str = "pynet-test") -> None:
+                 peer_port: int | None = None, netns: str | None = None, name: str = "pynet-test",
+                 tls: EtcdTls | None = None, auth_token_ttl: int | None = None) -> None:
         self.workdir = Path(workdir)
+        self.tls = tls
+        self.auth_token_ttl = auth_token_ttl
+        self._root: tuple[str, str] | None = None  # set by enable_auth: post() then authenticates
         self.host = host
         self.netns = netns
         self.name = name
@@ -91,8 +136,8 @@ class EtcdProcess:
 
     @property
     def url(self) -> str:
-        """The client URL, e.g. ``http://127.0.0.1:41234``."""
-        return f"http://{self.host}:{self.client_port}"
+        """The client URL, e.g. ``http://127.0.0.1:41234`` (``https://`` with TLS)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.client_port}"
 
     @property
     def pid(self) -> int | None:
@@ -148,20 +193,35 @@ class EtcdProcess:
         """POST ``body`` to the v3 JSON gateway (``path`` like ``kv/range``); the decoded
         answer.  Runs inside the netns if there is one.  EtcdError on any failure."""
         url = f"{self.url}/v3/{path.lstrip('/')}"
-        data = json.dumps(body)
+        tls = None
+        if self.tls:
+            client = self.tls.client
+            tls = {"ca": str(self.tls.ca), "cert": str(client.cert) if client else None,
+                   "key": str(client.key) if client else None}
         if self.netns is None:
-            request = urllib.request.Request(url, data=data.encode(), method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as resp:
-                    return json.loads(resp.read())
-            except (OSError, urllib.error.URLError) as err:
-                detail = err.read().decode(errors="replace") if isinstance(err, urllib.error.HTTPError) else ""
-                raise EtcdError(f"POST {url}: {err} {detail}") from err
-        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-c", _POST_SCRIPT, url, data, str(timeout)]
+            return _post(url, body, timeout, tls, self._root)
+        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-c", _POST_SCRIPT, url, json.dumps(body),
+                str(timeout), json.dumps(tls), json.dumps(self._root)]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10)
         if proc.returncode != 0:
             raise EtcdError(f"POST {url} in netns {self.netns}: {proc.stderr.strip()}")
         return json.loads(proc.stdout)
+
+    def enable_auth(self, root_password: str, users: dict[str, tuple[str, str]]) -> None:
+        """RBAC, then ``auth enable``: a root user (with the root role, as ``etcdctl auth enable``
+        sets it up), and per entry ``user -> (password, prefix)`` a role of the user's name with
+        readwrite on ``prefix`` only.  post() authenticates as root from then on."""
+        for user, (password, prefix) in users.items():
+            self.post("auth/role/add", {"name": user})
+            self.post("auth/role/grant", {"name": user, "perm": {
+                "permType": "READWRITE", "key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}})
+            self.post("auth/user/add", {"name": user, "password": password})
+            self.post("auth/user/grant", {"user": user, "role": user})
+        self.post("auth/user/add", {"name": "root", "password": root_password})
+        self.post("auth/role/add", {"name": "root"})
+        self.post("auth/user/grant", {"user": "root", "role": "root"})
+        self.post("auth/enable", {})
+        self._root = ("root", root_password)
 
     def compact(self, revision: int) -> None:
         """Drop history before ``revision`` (a watch from an older one then fails)."""
@@ -181,6 +241,13 @@ class EtcdProcess:
             "--auto-compaction-retention", "0",
             "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
         ]
+        if self.tls:
+            argv += ["--cert-file", str(self.tls.server.cert), "--key-file", str(self.tls.server.key),
+                     "--trusted-ca-file", str(self.tls.ca)]
+            if self.tls.client_cert_auth:
+                argv += ["--client-cert-auth"]
+        if self.auth_token_ttl is not None:
+            argv += ["--auth-token", "simple", "--auth-token-ttl", str(self.auth_token_ttl)]
         return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
 
     def _env(self) -> dict[str, str]:
@@ -212,6 +279,16 @@ class EtcdProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    """The range end that covers every key starting with ``prefix`` (its last byte + 1)."""
+    raw = prefix.encode()
+    return (raw[:-1] + bytes([raw[-1] + 1])).decode()
 
 
 @atexit.register

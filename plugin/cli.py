@@ -27,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--lease-ttl", dest="lease_ttl", type=int,
                        help="seconds before a vanished host's containers leave the other hosts' tables "
                             "[PYNET_LEASE_TTL, default 15]")
+    serve.add_argument("--etcd-ca", dest="etcd_ca", help="CA file that etcd's server certificate must be "
+                                                         "signed by [PYNET_ETCD_CA, default the system's]")
+    serve.add_argument("--etcd-cert", dest="etcd_cert", help="client certificate for etcd [PYNET_ETCD_CERT]")
+    serve.add_argument("--etcd-key", dest="etcd_key", help="key of --etcd-cert [PYNET_ETCD_KEY]")
+    serve.add_argument("--etcd-user", dest="etcd_user", help="etcd user (etcd authentication) [PYNET_ETCD_USER]")
+    serve.add_argument("--etcd-password-file", dest="etcd_password_file",
+                       help="file holding --etcd-user's password [PYNET_ETCD_PASSWORD_FILE]")
     ports = sub.add_parser("ports", help="show published ports (docker port cannot show a plugin's)")
     ports.add_argument("target", nargs="?", help="a container or network (name or ID prefix)")
     ports.add_argument("--socket", default=None, help="the plugin's socket [PYNET_SOCKET]")

@@ -70,10 +70,11 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     from pynet.driver.overlay.reconciler import NAME as RECONCILER, Reconciler
     from pynet.driver.service import NetworkService
     from pynet.ipam.service import IpamService
+    from pynet.plugin.secure_etcd import security
     from pynet.store import open_cluster_store
 
     host_id = host_identity(store)
-    shared = open_cluster_store(settings.etcd)
+    shared = open_cluster_store(settings.etcd, security=security(settings))
     control = EtcdControlPlane(shared, host_id, settings.vtep_address, settings.lease_ttl, health)
     reconciler = Reconciler(health)
     overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address)

@@ -91,12 +91,14 @@ def _check_multi_host(settings: Settings) -> Settings:
     from dataclasses import replace
 
     from pynet.driver.kernel.links import Links
+    from pynet.plugin import secure_etcd
     from pynet.store.etcd import parse_endpoints
 
     try:
         parse_endpoints(settings.etcd)
     except ValueError as exc:
         raise SystemExit(f"pynet: --etcd: {exc}") from None
+    secure_etcd.check(settings)  # TLS, credentials, permission: one line and exit 1 if wrong
     links = Links()
     vtep = settings.vtep_address
     try:

@@ -19,6 +19,12 @@ class Settings:
     threads: int = 16
     docker_host: str = "unix:///var/run/docker.sock"
     lease_ttl: int = 15
+    # A secured etcd (README "Secure cluster"): TLS files, and an etcd user whose password is in a file.
+    etcd_ca: str = ""
+    etcd_cert: str = ""
+    etcd_key: str = ""
+    etcd_user: str = ""
+    etcd_password_file: str = ""
 
     @property
     def driver_name(self) -> str:
@@ -37,6 +43,11 @@ ENVIRONMENT = {
     "threads": "PYNET_THREADS",
     "docker_host": "PYNET_DOCKER_HOST",
     "lease_ttl": "PYNET_LEASE_TTL",
+    "etcd_ca": "PYNET_ETCD_CA",
+    "etcd_cert": "PYNET_ETCD_CERT",
+    "etcd_key": "PYNET_ETCD_KEY",
+    "etcd_user": "PYNET_ETCD_USER",
+    "etcd_password_file": "PYNET_ETCD_PASSWORD_FILE",
 }
 INTEGERS = {"threads", "lease_ttl"}
 

@@ -24,8 +24,9 @@ def open_store(state_dir: str) -> Store:
     return SqliteStore(os.path.join(state_dir, DB_NAME))
 
 
-def open_cluster_store(endpoints: str | list[str], timeout: float = 2.0) -> Store:
-    """An EtcdStore on ``endpoints``: URLs (``http://host:port``) as a list or comma-separated.
+def open_cluster_store(endpoints: str | list[str], timeout: float = 2.0, security=None) -> Store:
+    """An EtcdStore on ``endpoints``: URLs (``http://host:port``) as a list or comma-separated;
+    ``security`` (a pynet.store.etcd_auth.EtcdSecurity): TLS files and etcd user, or None.
 
     Connects lazily (nothing is sent before the first call).  ValueError for a
     malformed or empty endpoint list; each call raises pynet.errors.Unavailable
@@ -33,4 +34,4 @@ def open_cluster_store(endpoints: str | list[str], timeout: float = 2.0) -> Stor
     """
     from pynet.store.etcd import EtcdStore  # imported here: etcd3gw loads only when a cluster is used
 
-    return EtcdStore(endpoints, timeout=timeout)
+    return EtcdStore(endpoints, timeout=timeout, security=security)

@@ -34,6 +34,12 @@ re-reads before trying again.  A watch whose connection drops (etcd restarted,
 member gone) ends with Unavailable; the caller re-watches from last + 1.  A
 silently dead connection (a partition, no reset) is noticed by the caller's
 idle timeout, after which the re-watch fails fast: use a finite timeout.
+
+Secured etcd (store/etcd_auth.py): TLS settings go on every session (the watch
+streams' too), and with a user every request carries its token; a request whose
+token etcd no longer accepts is resent once after authenticating again.  Under
+RBAC pynet's role may read only pynet's prefix, so the revision probes (a
+count-only range) name a key in it (``PROBE_KEY``), never the whole keyspace.
 """
 
 from __future__ import annotations
@@ -53,8 +59,10 @@ from urllib3.exceptions import NewConnectionError
 
 from pynet.errors import PynetError, Unavailable
 from pynet.store.base import Compacted, Entry, Event, LeaseNotFound
+from pynet.store.etcd_auth import AuthFailed, EtcdSecurity, TokenAuth, token_rejected
 from pynet.store.etcd_codec import NO_KEY, b64, entry, new_revision, put, range_end
-from pynet.store.etcd_watch import END, WatchStream, stream_error
+from pynet.store.etcd_watch import END, WatchDenied, WatchStream, stream_error
+from pynet.store.keys import ROOT
 
 log = logging.getLogger("pynet.store")
 
@@ -63,6 +71,8 @@ API_PATH = "/v3/"  # etcd 3.4+; 3.3 served only /v3beta/, 3.5 dropped /v3beta/
 POOL_SIZE = 32  # pooled HTTP connections per endpoint: many threads share one store
 REPLAY_GRACE_SECONDS = 1.0  # least quiet time allowed before a watch's first past events
 _UNREACHABLE = (ConnectionFailedError, ConnectionTimeoutError)
+PROBE_KEY = f"{ROOT}/"  # a key pynet's etcd role can read (see the design note)
+Action = Callable[[Etcd3Client, dict], Any]  # (client, headers with the token) -> answer
 
 
 def parse_endpoint(url: str) -> tuple[str, str, int]:
@@ -70,7 +80,7 @@ def parse_endpoint(url: str) -> tuple[str, str, int]:
 
     ValueError naming the endpoint for anything else (a path, credentials, no scheme...).
     """
-    problem = f"bad etcd endpoint {url!r}: expected http://host:port"
+    problem = f"bad etcd endpoint {url!r}: expected http://host:port or https://host:port"
     parts = urllib.parse.urlsplit(url.strip())
     if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
             or parts.password or parts.query or parts.fragment or parts.path not in ("", "/")):
@@ -100,15 +110,28 @@ class _Rejected(PynetError):
     revision compacted) catch it; any other escapes as an internal error (500)."""
 
 
+class _TokenRejected(_Rejected):
+    """etcd no longer accepts the token ``token``: authenticate again and resend."""
+
+    def __init__(self, message: str, token: str | None) -> None:
+        super().__init__(message)
+        self.token = token
+
+
 class EtcdStore:
     """A Store on an etcd cluster reached at ``endpoints``; safe to share between threads."""
 
     supports_leases = True
 
-    def __init__(self, endpoints: list[str] | str, timeout: float = 2.0) -> None:
-        """Parses ``endpoints`` (ValueError if malformed) and sends nothing yet."""
+    def __init__(self, endpoints: list[str] | str, timeout: float = 2.0,
+                 security: EtcdSecurity | None = None) -> None:
+        """Parses ``endpoints`` (ValueError if malformed) and sends nothing yet; ``security``:
+        TLS files and the etcd user (store/etcd_auth.py)."""
         self.urls = parse_endpoints(endpoints)
         self.timeout = timeout
+        self.security = security or EtcdSecurity()
+        user = self.security.user
+        self._auth = TokenAuth(user, self.security.password or "") if user else None
         self._clients = [self._client(url) for url in self.urls]
         self._preferred = 0  # index of the endpoint that answered last
         self._lock = threading.Lock()
@@ -121,26 +144,44 @@ class EtcdStore:
         adapter = HTTPAdapter(pool_maxsize=POOL_SIZE)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        self.security.configure(session)  # etcd3gw applies its own TLS arguments only to a session it makes
         return Etcd3Client(host=host, port=port, protocol=scheme, timeout=self.timeout,
                            api_path=API_PATH, session=session)
 
     # -- plumbing --------------------------------------------------------------------
 
-    def _call(self, action: Callable[[Etcd3Client], Any], what: str, resend: bool = True) -> Any:
-        """``action(client)`` on the preferred endpoint, then the others in order.
+    def _call(self, action: Action, what: str, resend: bool = True) -> Any:
+        """``action(client, headers)`` on the preferred endpoint, then the others in order.
 
         ``resend=False`` (a write whose repetition is not harmless): move on only if
         the request cannot have been sent.  Unavailable when no endpoint could be
-        used; _Rejected when etcd answered with an error.
+        used; _Rejected when etcd answered with an error; AuthFailed when it refused
+        the credentials.  A token etcd no longer accepts is renewed and the request
+        sent once more: etcd refused it unapplied, so even a write may be resent.
         """
+        try:
+            return self._endpoints(action, what, resend)
+        except _TokenRejected as err:
+            log.info("etcd: token of user %r no longer accepted (%s): authenticating again", self.security.user, err)
+            stale = err.token
+        self._endpoints(lambda client, _: self._auth.renew(client, stale), "authentication", True)
+        try:
+            return self._endpoints(action, what, resend)
+        except _TokenRejected as err:
+            raise _Rejected(f"{err} (again right after authenticating)") from None
+
+    def _endpoints(self, action: Action, what: str, resend: bool) -> Any:
         if self._closed:
             raise RuntimeError("store is closed")
         first = self._preferred
         failures: dict[str, str] = {}
         for index in [*range(first, len(self._clients)), *range(first)]:
             url = self.urls[index]
+            client = self._clients[index]
+            token = None
             try:
-                result = action(self._clients[index])
+                token = self._auth.current(client) if self._auth else None
+                result = action(client, self._auth.headers(token) if self._auth else {})
             except (*_UNREACHABLE, requests.exceptions.RequestException) as err:
                 failures[url] = _reason(err, self.timeout)
                 if not resend and not _never_sent(err):
@@ -148,21 +189,33 @@ class EtcdStore:
                                       f"have been applied: {failures[url]}") from None
                 continue
             except Etcd3Exception as err:
-                raise _Rejected(f"etcd at {url} rejected {what}: {_message(err)}") from None
+                raise self._rejected(url, what, _message(err), token) from None
+            if isinstance(result, dict) and "error" in result and token_rejected(stream_error(result)):
+                raise _TokenRejected(f"etcd at {url} rejected {what}: {stream_error(result)}", token)
             if index != first:
                 self._preferred = index
                 log.warning("etcd: now using %s (%s)", url, _describe(failures))
             return result
         raise Unavailable(f"etcd unreachable at {', '.join(self.urls)}: {_describe(failures)}")
 
+    def _rejected(self, url: str, what: str, message: str, token: str | None) -> PynetError:
+        """The exception for an error answer: the token's, the credentials', or any other."""
+        if self._auth and token_rejected(message):
+            return _TokenRejected(f"etcd at {url} rejected {what}: {message}", token)
+        if self._auth and ("authentication failed" in message or "authentication is not enabled" in message):
+            return AuthFailed(f"etcd at {url} refused user {self._auth.user!r}: {message}")
+        return _Rejected(f"etcd at {url} rejected {what}: {message}")
+
     def _post(self, path: str, body: dict, resend: bool = True) -> dict:
-        return self._call(lambda client: client.post(client.get_url(path), json=body), path, resend)
+        return self._call(lambda client, headers: client.post(client.get_url(path), json=body, headers=headers),
+                          path, resend)
 
     def _txn(self, compare: dict, success: dict) -> dict:
         """One compare-and-then-request transaction (nothing on failure)."""
         txn = {"compare": [compare], "success": [success], "failure": []}
         try:
-            return self._call(lambda client: client.transaction(txn), "a transaction", resend=False)
+            return self._call(lambda client, headers: client.post(client.get_url("/kv/txn"), json=txn, headers=headers),
+                              "a transaction", resend=False)
         except _Rejected as err:
             if "lease not found" not in str(err):
                 raise
@@ -182,7 +235,17 @@ class EtcdStore:
         return [e for e in entries if e.key.startswith(prefix)]
 
     def current_revision(self) -> int:
-        return int(self._post("kv/range", {"key": b64(NO_KEY), "count_only": True})["header"]["revision"])
+        return int(self._post("kv/range", {"key": b64(PROBE_KEY), "count_only": True})["header"]["revision"])
+
+    def check_access(self) -> None:
+        """Authenticate (with a user), then check that pynet may read and write its prefix,
+        writing nothing: a txn whose compare always holds, with a put in the branch never
+        taken (etcd checks the permissions of both branches).  Raises like any call."""
+        self.current_revision()
+        always = {"key": b64(PROBE_KEY), "result": "GREATER", "target": "VERSION", "version": -1}
+        txn = {"compare": [always], "success": [], "failure": [put(PROBE_KEY, {"probe": True}, 0)]}
+        self._call(lambda client, headers: client.post(client.get_url("/kv/txn"), json=txn, headers=headers),
+                   "a permission check")
 
     # -- writes ----------------------------------------------------------------------
 
@@ -249,7 +312,7 @@ class EtcdStore:
         is older than etcd's history: a range at that revision (of any key: the condition
         is the revision's alone) then fails."""
         try:
-            result = self._post("kv/range", {"key": b64(NO_KEY), "revision": start, "count_only": True})
+            result = self._post("kv/range", {"key": b64(PROBE_KEY), "revision": start, "count_only": True})
         except _Rejected as err:
             if "compacted" in str(err):
                 raise Compacted(f"revision {start} is compacted: {err}") from None
@@ -266,6 +329,7 @@ class EtcdStore:
             return
         stream = self._open_stream(prefix, start)
         wait = first
+        renewed = delivered = False
         try:
             while True:
                 try:
@@ -274,21 +338,33 @@ class EtcdStore:
                     return
                 if item is END:
                     return
+                if isinstance(item, WatchDenied) and self._auth and not renewed and not delivered:
+                    # etcd 3.4 cancels a watch created with a token it no longer accepts
+                    # (etcd_auth.py): once, authenticate again and create it anew.
+                    renewed = True
+                    self._drop(stream)
+                    self._call(lambda client, _, seen=stream.token: self._auth.renew(client, seen), "authentication")
+                    stream = self._open_stream(prefix, start)
+                    continue
                 if isinstance(item, Exception):
                     raise item
+                delivered = True
                 yield from item
                 wait = timeout
         finally:
-            stream.close()
-            with self._lock:
-                self._streams.discard(stream)
+            self._drop(stream)
+
+    def _drop(self, stream: WatchStream) -> None:
+        stream.close()
+        with self._lock:
+            self._streams.discard(stream)
 
     def _open_stream(self, prefix: str, start: int) -> WatchStream:
         request = {"create_request": {"key": b64(prefix or NO_KEY), "range_end": b64(range_end(prefix)),
                                       "start_revision": start}}
 
-        def post(client: Etcd3Client) -> WatchStream:
-            return WatchStream.open(client, request, self.timeout)
+        def post(client: Etcd3Client, headers: dict) -> WatchStream:
+            return WatchStream.open(client, request, self.timeout, headers)
 
         stream = self._call(post, "watch")
         with self._lock:

@@ -4,6 +4,9 @@ etcd3gw's own watch helper silently drops the responses that report a compacted
 start revision or a cancelled watch, so pynet reads the stream itself: each JSON
 line becomes a list of Events, or the exception that ends the watch (Compacted,
 Unavailable); the queue lets the caller's idle timeout hold while the socket blocks.
+A watch etcd refuses to create for want of permission, or because its token
+expired (store/etcd_auth.py), is cancelled ("permission denied", "invalid auth
+token"): that is WatchDenied, not Compacted, so the store can authenticate again instead of re-listing.
 """
 
 from __future__ import annotations
@@ -17,19 +20,26 @@ import requests
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception
 
-from pynet.errors import Unavailable
+from pynet.errors import PynetError, Unavailable
 from pynet.store.base import Compacted, Event
+from pynet.store.etcd_auth import token_rejected
 from pynet.store.etcd_codec import event as _event
 
 END = object()  # queued by a stream that ended because we closed it
+
+
+class WatchDenied(PynetError):
+    """etcd cancelled the watch at its creation: permission denied (or a token it no longer takes)."""
 
 
 class WatchStream:
     """One ``/watch`` HTTP stream and the thread that turns its JSON lines into queue items:
     a list of Events per response, an exception that ends the iterator, or END."""
 
-    def __init__(self, session: requests.Session, response: requests.Response, url: str) -> None:
+    def __init__(self, session: requests.Session, response: requests.Response, url: str,
+                 token: str | None = None) -> None:
         self.queue: queue.Queue = queue.Queue()
+        self.token = token  # the auth token the watch was created with (None: no auth)
         self.url = url
         self._session = session
         self._response = response
@@ -37,8 +47,9 @@ class WatchStream:
         self._closing = False
 
     @classmethod
-    def open(cls, client: Etcd3Client, request: dict, timeout: float) -> WatchStream:
-        """POST the create request; connection problems raise etcd3gw's exceptions like ``post``.
+    def open(cls, client: Etcd3Client, request: dict, timeout: float, headers: dict | None = None) -> WatchStream:
+        """POST the create request (with ``headers``: the auth token); connection problems raise
+        etcd3gw's exceptions like ``post``.
 
         On a session of its own, with the client's TLS settings: closing a stream from
         another thread races the reader thread, and both hand the connection back to
@@ -46,8 +57,10 @@ class WatchStream:
         dies (seen as 'Connection aborted, ResponseNotReady' under load)."""
         session = requests.Session()
         session.verify, session.cert = client.session.verify, client.session.cert
+        session.trust_env = client.session.trust_env  # see EtcdSecurity.configure
         try:
-            response = session.post(client.get_url("/watch"), json=request, stream=True, timeout=timeout)
+            response = session.post(client.get_url("/watch"), json=request, stream=True, timeout=timeout,
+                                    headers=headers or {})
         except requests.exceptions.RequestException as err:
             session.close()
             failure = ConnectionTimeoutError if isinstance(err, requests.exceptions.Timeout) else ConnectionFailedError
@@ -56,7 +69,7 @@ class WatchStream:
             response.close()
             session.close()
             raise Etcd3Exception(response.text, response.reason)
-        stream = cls(session, response, client.base_url)
+        stream = cls(session, response, client.base_url, (headers or {}).get("Authorization"))
         # The timeout bounded the connect and the headers; the stream itself may be quiet for
         # hours, and close() ends it by shutting the socket down.
         if stream._sock is not None:
@@ -100,6 +113,9 @@ def watch_item(message: dict, url: str) -> list[Event] | Exception | None:
     result = message.get("result", {})
     if int(result.get("compact_revision", 0)):
         return Compacted(f"etcd compacted history up to revision {result['compact_revision']}")
+    reason = str(result.get("cancel_reason", ""))
+    if result.get("canceled") and ("permission denied" in reason or token_rejected(reason)):
+        return WatchDenied(f"etcd at {url} refused the watch: {result['cancel_reason']}")
     if result.get("canceled"):
         return Compacted(f"etcd cancelled the watch: {result.get('cancel_reason', 'no reason given')}")
     return [_event(event) for event in result.get("events", [])]

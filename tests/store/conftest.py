@@ -120,3 +120,67 @@ def leases(make_store) -> LeaseEnv:
         clock = FakeClock()
         return LeaseEnv(make_store(clock=clock), clock.advance)
     return LeaseEnv(make_store(), time.sleep)
+
+
+# -- a secured etcd: TLS, client certificates, RBAC (lab/pki.py, lab/etcd.py) -------------
+
+SECURE_TOKEN_TTL = 2  # seconds a token may sit unused (etcd --auth-token-ttl): renewal is tested
+
+
+class SecureEtcd:
+    """A TLS etcd with ``--client-cert-auth`` and auth enabled: user ``pynet`` may read and write
+    pynet's prefix only, user ``other`` a different prefix; the files a client needs, good and bad."""
+
+    PASSWORD = "pynet-secret"
+
+    def __init__(self, workdir) -> None:
+        from pynet.lab.etcd import EtcdTls
+        from pynet.lab.pki import Pki
+        from pynet.store.keys import ROOT
+
+        pki = Pki(workdir / "pki")
+        self.ca = pki.ca("cluster")
+        self.server = pki.issue(self.ca, "pynet-etcd-server", ips=["127.0.0.1"])
+        self.client = pki.issue(self.ca, "pynet")
+        self.admin = pki.issue(self.ca, "admin")
+        self.with_cn = pki.issue(self.ca, "pynet-cn", common_name=True)
+        self.rogue_ca = pki.ca("rogue")
+        self.rogue = pki.issue(self.rogue_ca, "intruder")
+        self.password_file = workdir / "etcd-password"
+        self.password_file.write_text(self.PASSWORD + "\n")
+        self.prefix = ROOT + "/"
+        self.etcd = EtcdProcess(workdir / "etcd", tls=EtcdTls(self.ca.cert, self.server, self.admin),
+                                auth_token_ttl=SECURE_TOKEN_TTL)
+
+    def start(self) -> "SecureEtcd":
+        self.etcd.start()
+        self.etcd.enable_auth("root-secret", {"pynet": (self.PASSWORD, self.prefix),
+                                              "other": ("other-secret", "/other/")})
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.etcd.url
+
+    def security(self, **changes):
+        """The EtcdSecurity of a correctly configured pynet, with ``changes``."""
+        from dataclasses import replace
+
+        from pynet.store.etcd_auth import EtcdSecurity
+
+        good = EtcdSecurity(ca=str(self.ca.cert), cert=str(self.client.cert), key=str(self.client.key),
+                            user="pynet", password=self.PASSWORD)
+        return replace(good, **changes)
+
+    def wipe(self) -> None:
+        self.etcd.post("kv/deleterange", {"key": "AA==", "range_end": "AA=="})
+
+
+@pytest.fixture(scope="session")
+def secure_etcd(tmp_path_factory):
+    secure = SecureEtcd(tmp_path_factory.mktemp("secure-etcd"))
+    secure.start()
+    try:
+        yield secure
+    finally:
+        secure.etcd.stop()
