@@ -8,6 +8,8 @@
         cl.remove_host_link(b)                # b is cut off the underlay
     # stop(): pynet, dockerd, containers, etcd, every netns, mount and file; idempotent, also on failure
 
+    Cluster(..., secure=True)                 # etcd with TLS, --client-cert-auth and RBAC (see SecureEtcd)
+
 Topology (environment.md, "Several hosts on one machine")::
 
     netns pn-t-u-XXXX (underlay): bridge br-u 192.0.2.10/24, etcd on 192.0.2.10:2379 (lab/etcd.py)
@@ -32,7 +34,8 @@ from typing import Callable, Iterable, Sequence
 from pynet.lab.dockerhost import DockerHost
 from pynet.lab.proc import DockerHostError, LIVE, LIVE_LOCK, binary, pid_alive, run, tail
 from pynet.lab.images import build_busybox_tar, cached_tar
-from pynet.lab.etcd import EtcdProcess
+from pynet.lab.etcd import EtcdProcess, EtcdTls
+from pynet.lab.pki import Cert, Pki
 
 UNDERLAY_BRIDGE = "br-u"
 UNDERLAY_PREFIX = "192.0.2"
@@ -40,6 +43,8 @@ UNDERLAY_MASK = 24
 ETCD_ADDRESS = f"{UNDERLAY_PREFIX}.10"
 ETCD_PORT = 2379
 ETCD_URL = f"http://{ETCD_ADDRESS}:{ETCD_PORT}"
+SECURE_ETCD_URL = f"https://{ETCD_ADDRESS}:{ETCD_PORT}"
+PYNET_PREFIX = "/pynet/"  # what the README's etcd role grants pynet: its whole key space, nothing else
 HOST_UNDERLAY_IF = "ul0"  # the host's side of its underlay veth
 HOST_NAMES = "abcdefghi"
 
@@ -82,14 +87,48 @@ class Underlay(DockerHost):
         return self
 
 
+class SecureEtcd:
+    """The files of a secured cluster, made by the test in the underlay's workdir (removed with it):
+    a CA, etcd's server certificate for 192.0.2.10, a client certificate per host and one for the lab
+    (no CN: etcd's gateway refuses CNs under auth, lab/pki.py), and the ``pynet`` user's password file.
+    etcd then runs with TLS and ``--client-cert-auth``, root and ``pynet`` users, and a ``pynet`` role
+    with readwrite on PYNET_PREFIX only."""
+
+    USER = "pynet"
+
+    def __init__(self, workdir: Path, host_names: Iterable[str]) -> None:
+        import secrets
+
+        pki = Pki(workdir)
+        self.ca = pki.ca("cluster")
+        self.server = pki.issue(self.ca, "pn-etcd-server", ips=[ETCD_ADDRESS])
+        self.admin = pki.issue(self.ca, "lab-admin")
+        self.hosts: dict[str, Cert] = {name: pki.issue(self.ca, f"host-{name}") for name in host_names}
+        self.password = secrets.token_hex(16)
+        self.root_password = secrets.token_hex(16)
+        self.password_file = workdir / "etcd-password"
+        self.password_file.write_text(self.password + "\n")
+        self.password_file.chmod(0o600)
+
+    def tls(self) -> EtcdTls:
+        return EtcdTls(self.ca.cert, self.server, self.admin, client_cert_auth=True)
+
+    def pynet_args(self, host_name: str) -> list[str]:
+        cert = self.hosts[host_name]
+        return ["--etcd-ca", str(self.ca.cert), "--etcd-cert", str(cert.cert), "--etcd-key", str(cert.key),
+                "--etcd-user", self.USER, "--etcd-password-file", str(self.password_file)]
+
+
 class Cluster:
     """N DockerHosts on one underlay with etcd; see the module docstring.
 
     ``pynet=False`` leaves pynet stopped (harness self-tests; ``start_pynet()`` starts it later).
-    ``lease_ttl`` is passed as ``--lease-ttl``; ``pynet_args`` are appended to every host's pynet."""
+    ``lease_ttl`` is passed as ``--lease-ttl``; ``pynet_args`` are appended to every host's pynet.
+    ``secure``: etcd with TLS, client certificates and RBAC, pynet with the matching flags (SecureEtcd)."""
 
     def __init__(self, workdir: Path, n: int = 2, lease_ttl: float | None = 15, pynet: bool = True,
-                 iperf: bool = False, pynet_args: Sequence[str] = (), pynet_env: dict | None = None):
+                 iperf: bool = False, pynet_args: Sequence[str] = (), pynet_env: dict | None = None,
+                 secure: bool = False):
         if not 1 <= n <= len(HOST_NAMES):
             raise ValueError(f"1..{len(HOST_NAMES)} hosts")
         self.workdir = Path(workdir).absolute()
@@ -99,6 +138,8 @@ class Cluster:
         self.iperf = iperf
         self.extra_pynet_args = list(pynet_args)
         self.pynet_env = pynet_env
+        self.secure = secure
+        self.secrets: SecureEtcd | None = None  # made at start when secure
         self.underlay = Underlay("u", self.workdir / "u")
         self.hosts: list[DockerHost] = [DockerHost(HOST_NAMES[i], self.workdir / HOST_NAMES[i]) for i in range(n)]
         self.etcd: EtcdProcess | None = None
@@ -128,13 +169,15 @@ class Cluster:
 
     @property
     def etcd_url(self) -> str:
-        return ETCD_URL
+        return SECURE_ETCD_URL if self.secure else ETCD_URL
 
     def _veth_name(self, host: DockerHost) -> str:
         return f"u-{host.name}"  # the underlay's side
 
     def pynet_args(self, host: DockerHost) -> list[str]:
-        args = ["--etcd", ETCD_URL, "--vtep-address", self.vtep(host), "--docker-host", host.host]
+        args = ["--etcd", self.etcd_url, "--vtep-address", self.vtep(host), "--docker-host", host.host]
+        if self.secrets is not None:
+            args += self.secrets.pynet_args(host.name)
         if self.lease_ttl is not None:
             args += ["--lease-ttl", str(self.lease_ttl)]
         return args + self.extra_pynet_args
@@ -159,9 +202,16 @@ class Cluster:
         return self
 
     def _start_etcd(self) -> None:
+        tls = None
+        if self.secure:
+            self.secrets = SecureEtcd(self.underlay.workdir / "pki", [h.name for h in self.hosts])
+            tls = self.secrets.tls()
         self.etcd = EtcdProcess(self.underlay.workdir / "etcd", host=ETCD_ADDRESS, client_port=ETCD_PORT,
-                                netns=self.underlay.netns, name="pn-underlay")
+                                netns=self.underlay.netns, name="pn-underlay", tls=tls)
         self.etcd.start()
+        if self.secrets is not None:
+            self.etcd.enable_auth(self.secrets.root_password,
+                                  {SecureEtcd.USER: (self.secrets.password, PYNET_PREFIX)})
 
     def etcd_running(self) -> bool:
         """Whether the cluster's etcd process is alive (``cluster.etcd.stop()``/``start()`` toggle it)."""
@@ -244,9 +294,15 @@ class Cluster:
         return run([binary("ip"), "netns", "exec", self.underlay.netns, *argv], check=check, timeout=timeout)
 
     def etcdctl(self, *args, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
-        """etcdctl (v3 API) against the cluster's etcd, from inside the underlay netns."""
+        """etcdctl (v3 API) against the cluster's etcd, from inside the underlay netns (as root, over
+        TLS, when the cluster is secure)."""
+        secure = []
+        if self.secrets is not None:
+            s = self.secrets
+            secure = ["--cacert", s.ca.cert, "--cert", s.admin.cert, "--key", s.admin.key,
+                      "--user", f"root:{s.root_password}"]
         return run(["env", "ETCDCTL_API=3", binary("ip"), "netns", "exec", self.underlay.netns, binary("etcdctl"),
-                     "--endpoints", ETCD_URL, "--dial-timeout=3s", "--command-timeout=10s", *args],
+                     "--endpoints", self.etcd_url, "--dial-timeout=3s", "--command-timeout=10s", *secure, *args],
                     check=check, timeout=timeout)
 
     def log_sections(self, lines: int = 60) -> list[tuple[str, str]]:
