@@ -11,6 +11,10 @@
     ... EtcdStore(["http://192.0.2.10:2379"]) ...
     etcd.stop()
 
+    # secured: TLS with client certificates (lab/pki.py), then RBAC and auth on
+    etcd = EtcdProcess(workdir, tls=EtcdTls(ca.cert, server, admin), auth_token_ttl=2).start()
+    etcd.enable_auth("root-pw", {"pynet": ("pw", "/pynet/")})   # post() logs in as root from then on
+
 Design note.  The system binary (Debian's etcd-server, 3.4) runs with test
 settings: fast raft timers (heartbeat 25 ms, election 250 ms: a single member
 elects itself in well under a second; the minimum lease TTL becomes 1 s) and no
