@@ -190,7 +190,8 @@ class EtcdStore:
                 continue
             except Etcd3Exception as err:
                 raise self._rejected(url, what, _message(err), token) from None
-            if isinstance(result, dict) and "error" in result and token_rejected(stream_error(result)):
+            if self._auth and isinstance(result, dict) and "error" in result and token_rejected(stream_error(result)):
+                # a streaming call (lease keep-alive) reports its errors inside a 200
                 raise _TokenRejected(f"etcd at {url} rejected {what}: {stream_error(result)}", token)
             if index != first:
                 self._preferred = index

@@ -57,8 +57,10 @@ def rootfs_mb(plugin_dir: Path) -> int:
 def install(host, plugin_dir: Path, state: Path) -> str:
     """create + set + enable, the README's way; returns the plugin's ID."""
     host.docker("plugin", "create", PLUGIN, plugin_dir, timeout=300)
+    certs = state.parent / "plugin-etcd-certs"  # the etcd-certs mount: the test's own dir, never /etc/pynet
+    certs.mkdir(exist_ok=True)
     host.docker("plugin", "set", PLUGIN, "PYNET_LOG_LEVEL=debug", f"state.source={state}",
-               f"docker-socket.source={host.socket_path}")
+               f"docker-socket.source={host.socket_path}", f"etcd-certs.source={certs}")
     host.docker("plugin", "enable", PLUGIN, timeout=60)
     return host.docker("plugin", "inspect", "-f", "{{.Id}}", PLUGIN).stdout.strip()
 

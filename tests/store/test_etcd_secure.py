@@ -52,6 +52,8 @@ def test_crud_and_cas_over_tls_with_a_token(make):
     assert [e.key for e in store.list(P)] == [P + "a"]
     assert store.current_revision() >= new
     assert store.delete(P + "a", new) and store.get(P + "a") is None
+    store.create(P + "b", {})
+    assert store.delete(P + "b") and not store.delete(P + "b")  # kv/deleterange
 
 
 def test_leases_need_no_more_than_the_prefix(make):
