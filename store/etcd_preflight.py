@@ -99,6 +99,9 @@ def _check_tls(url: str, security: EtcdSecurity, timeout: float) -> bool:
 
 def _tls_problem(url: str, security: EtcdSecurity, err: Exception) -> str:
     cause = _ssl_cause(err)
+    if isinstance(cause, ssl.SSLCertVerificationError) and "mismatch" in (cause.verify_message or ""):
+        return (f"etcd at {url}: its server certificate is not valid for that address ({cause.verify_message}): "
+                "use an address in its subjectAltName, or add this one")
     if isinstance(cause, ssl.SSLCertVerificationError):
         trust = f"--etcd-ca {security.ca}" if security.ca else "the system's CAs (give --etcd-ca)"
         return f"etcd at {url}: its server certificate is not verified by {trust}: {cause.verify_message}"

@@ -38,6 +38,8 @@ def flags(secure, **override) -> list[str]:
 CASES = {
     # name: (flag overrides, url scheme, the line must match)
     "wrong CA": (dict(ca="rogue_ca"), "https", r"server certificate is not verified by --etcd-ca .*rogue-ca\.pem"),
+    "certificate for another address": ({}, "https-localhost",
+                                        r"server certificate is not valid for that address \(Hostname mismatch"),
     "no client certificate": (dict(cert=None, key=None), "https", r"requires a client certificate: give --etcd-cert"),
     "client certificate of another CA": (dict(cert="rogue", key="rogue_key"), "https",
                                          r"refused the client certificate --etcd-cert .*intruder\.pem"),
@@ -78,6 +80,8 @@ def test_serve_refuses_a_misconfigured_etcd_in_one_line(secure_etcd, tmp_path, c
     override, scheme, expected = CASES[case]
     override = {k: resolve(secure_etcd, tmp_path, v) for k, v in override.items()}
     url = secure_etcd.url.replace("https://", f"{scheme}://")
+    if scheme == "https-localhost":  # the server certificate names 127.0.0.1 only
+        url = secure_etcd.url.replace("127.0.0.1", "localhost")
     proc = serve(tmp_path, url, *flags(secure_etcd, **override))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1, proc.stderr
