@@ -14,7 +14,8 @@ Fixtures
 - ``cluster`` (session): the same cluster with ``pynet serve --etcd ... --vtep-address ...`` on every host
   (``--lease-ttl CLUSTER_LEASE_TTL``). Before every test that uses it, etcd, the underlay links, dockerd
   and pynet are brought back if a previous test left them down.
-- ``make_cluster`` (function): factory ``make_cluster(n=3, lease_ttl=4, pynet=True)``; each cluster is
+- ``make_cluster`` (function): factory ``make_cluster(n=3, lease_ttl=4, pynet=True)`` (``secure=True``: etcd
+  with TLS, client certificates and RBAC, lab/cluster.py SecureEtcd); each cluster is
   stopped at the end of the test. etcd missing is a failure, not a skip (CI installs etcd-server).
 
 All tests under tests/e2e get ``pytest.mark.e2e``; the tier is skipped with the reason when this is not
