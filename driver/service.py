@@ -328,6 +328,10 @@ class NetworkService:
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Nothing to undo in the kernel: dockerd moves the interface back itself."""
 
+    def busy(self, record_id: str) -> bool:
+        """Is a request working on this network or endpoint right now? (driver/gc.py leaves it alone)"""
+        return self._locks.busy(record_id)
+
     # -- external connectivity (driver/external.py) --------------------------------------
     def program_external(self, network_id: str, endpoint_id: str, opts: dict) -> None:
         net = self.network(network_id)

@@ -19,6 +19,7 @@ class Settings:
     threads: int = 16
     docker_host: str = "unix:///var/run/docker.sock"
     lease_ttl: int = 15
+    gc_interval: int = 60  # seconds between orphan collections (driver/gc.py); 0 = off
 
     @property
     def driver_name(self) -> str:
@@ -37,8 +38,9 @@ ENVIRONMENT = {
     "threads": "PYNET_THREADS",
     "docker_host": "PYNET_DOCKER_HOST",
     "lease_ttl": "PYNET_LEASE_TTL",
+    "gc_interval": "PYNET_GC_INTERVAL",
 }
-INTEGERS = {"threads", "lease_ttl"}
+INTEGERS = {"threads", "lease_ttl", "gc_interval"}
 
 
 def resolve(flags: dict, environ=os.environ) -> Settings:
