@@ -181,3 +181,25 @@ def test_the_interval_is_a_setting_with_an_off_switch():
     assert resolve({}, environ={"PYNET_GC_INTERVAL": "0"}).gc_interval == 0
     flags = vars(_parser().parse_args(["serve", "--gc-interval", "5"]))
     assert resolve(flags, environ={"PYNET_GC_INTERVAL": "0"}).gc_interval == 5
+
+
+def test_compose_starts_the_loop_after_replay_unless_it_is_off(world):
+    from pynet.plugin import compose
+    from pynet.plugin.settings import Settings
+
+    class Recorder:
+        def __init__(self):
+            self.loops = {}
+
+        def every(self, name, seconds, step, retry=None, first=0.0):
+            self.loops[name] = (seconds, first, step)
+
+    services = compose.Services(world.service, world.gc.ipam)
+    on, off = Recorder(), Recorder()
+    compose._start_gc(Settings(gc_interval=7, docker_host="unix:///nowhere.sock"), services, on)
+    compose._start_gc(Settings(gc_interval=0), services, off)
+    assert off.loops == {}
+    seconds, first, step = on.loops["orphan-gc"]
+    assert (seconds, first) == (7, 7)
+    collector = step.__self__
+    assert collector.min_age == 14 and collector.docker.docker_host == "unix:///nowhere.sock"
