@@ -4,6 +4,12 @@ Design note.  dockerd sends the sandbox's port map to the endpoint that is its g
 the host ports atomically in the store (driver/ports.py), records the bindings on the endpoint, and
 rewrites its NAT rules from the stored state (driver/firewall.py).  A repeated Program with the same
 map keeps the ports it picked; a failure releases every port the call reserved.
+
+Crash consistency: a host port is claimed before the record names it, and released only after the
+record no longer names it *and* the rules were rewritten without it.  So a crash never leaves a rule
+(or a record that start-up would turn into one) for a port nobody holds; what it can leave is a claim
+that no record names, which ``collect_orphan_claims`` releases (at start-up and from driver/gc.py).
+A failed rewrite keeps the claims for the same reason: the old rules may still send the ports here.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import ipaddress
 from dataclasses import replace
 from typing import Callable
 
+from pynet import faults
 from pynet.driver import options
 from pynet.driver.locks import KeyedLocks
 from pynet.driver.models import Endpoint, Network
-from pynet.driver.ports import Binding, PortReservations, families_for, parse_requests
+from pynet.driver.ports import Binding, Claim, PortReservations, families_for, parse_requests
 from pynet.driver.repository import Repository
 from pynet.errors import BadRequest
 
@@ -33,15 +40,20 @@ class Publisher:
         with self._locks.hold(endpoint_id):
             ep = endpoint()
             bindings = self._claim(net, ep, requests)
+            faults.reached("ports-claimed")
             stale = [b for b in ep.published if b not in bindings]
             self.repo.update_endpoint(net.id, endpoint_id, lambda e: replace(e, published=bindings))
-            self.release(replace(ep, published=stale))
-        if bindings or stale:
+            if not (bindings or stale):
+                return
             try:
                 self._sync()
             except Exception:
-                self.revoke(net.id, endpoint_id)
+                try:
+                    self._unpublish(net.id, endpoint_id, replace(ep, published=bindings + stale))
+                except Exception:  # the rules could not be rewritten twice: the claims wait for the GC
+                    pass
                 raise
+            self.release(replace(ep, published=stale))  # their rules are gone now
 
     def revoke(self, network_id: str, endpoint_id: str) -> None:
         """Unpublish the endpoint's ports; nothing published is success."""
@@ -49,13 +61,45 @@ class Publisher:
             ep = self.repo.endpoint(network_id, endpoint_id)
             if ep is None or not ep.published:
                 return
-            self.repo.update_endpoint(network_id, endpoint_id, lambda e: replace(e, published=[]))
-            self.release(ep)
-        self._sync()
+            self._unpublish(network_id, endpoint_id, ep)
+
+    def _unpublish(self, network_id: str, endpoint_id: str, held: Endpoint) -> None:
+        """Record first, rules next, claims last (the caller holds the endpoint's lock)."""
+        self.repo.update_endpoint(network_id, endpoint_id, lambda e: replace(e, published=[]))
+        faults.reached("ports-unpublished")
+        self._sync()  # raises: the claims stay until collect_orphan_claims sees the rules gone
+        self.release(held)
 
     def release(self, ep: Endpoint) -> None:
         for b in ep.published:
             self.ports.release(ep.id, b["family"], b["proto"], b["host_ip"], b["host_port"])
+
+    def collect_orphan_claims(self) -> int:
+        """Release host-port claims that no endpoint record names; returns how many.
+
+        What a crash between a claim and its record (or between forgetting a record and releasing
+        its claims) leaves.  Claims are listed before records are read, and each one is looked at
+        again under its endpoint's lock: a Program claims before it records, under that lock, so a
+        claim of a Program still running is never taken for an orphan.  The rules are rewritten from
+        the records first, so no rule is left for a port that becomes free.
+        """
+        claims = self.ports.claims()
+        orphans = [c for c in claims if c not in self._recorded()]
+        if not orphans:
+            return 0
+        self._sync()
+        released = 0
+        for claim in orphans:
+            with self._locks.hold(claim.owner):
+                if claim in self._recorded():
+                    continue
+                self.ports.release(claim.owner, claim.family, claim.proto, claim.host_ip, claim.port)
+                released += 1
+        return released
+
+    def _recorded(self) -> set[Claim]:
+        return {Claim(ep.id, b["family"], b["proto"], b["host_ip"], b["host_port"])
+                for ep in self.repo.endpoints() for b in ep.published}
 
     def _claim(self, net: Network, ep: Endpoint, requests) -> list[dict]:
         bindings: list[dict] = []

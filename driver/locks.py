@@ -27,3 +27,9 @@ class KeyedLocks:
                 slot[1] -= 1
                 if slot[1] == 0:
                     del self._locks[key]
+
+    def busy(self, key: str) -> bool:
+        """Is a request holding (or waiting for) ``key`` right now?  A hint for background work
+        that should leave a record alone while a request works on it."""
+        with self._guard:
+            return key in self._locks

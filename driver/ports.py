@@ -52,6 +52,17 @@ class Binding:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One host-port reservation in the store: ``owner`` (an endpoint ID) holds (host_ip, port)."""
+
+    owner: str
+    family: int
+    proto: str
+    host_ip: str
+    port: int
+
+
 def parse_requests(portmap: list) -> list[Request]:
     """The ``com.docker.network.portmap`` entries as Requests; BadRequest names a bad one."""
     out = []
@@ -137,6 +148,20 @@ class PortReservations:
             return Write({"bindings": rest}) if rest else Delete()
 
         modify(self._store, keys.host_port(family, proto, port), decide, f"host port {port}/{proto}")
+
+    def claims(self) -> list[Claim]:
+        """Every reservation in the store (a key or binding that does not parse is skipped)."""
+        out = []
+        prefix = keys.host_ports_prefix()
+        for entry in self._store.list(prefix):
+            parts = entry.key[len(prefix):].split("/")
+            if len(parts) != 3 or parts[0] not in ("v4", "v6") or not parts[2].isdigit():
+                continue
+            family, proto, port = int(parts[0][1:]), parts[1], int(parts[2])
+            for b in entry.value.get("bindings") or ():
+                if isinstance(b, dict) and isinstance(b.get("owner"), str) and isinstance(b.get("host_ip"), str):
+                    out.append(Claim(b["owner"], family, proto, b["host_ip"], port))
+        return out
 
     def claim(self, owner: str, family: int, req: Request, host_ip: str) -> int:
         """Reserve the requested host port (or a free one of its range / the dynamic range)."""

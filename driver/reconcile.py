@@ -16,6 +16,10 @@ kernel from its own records, through the very ``ensure_network`` /
   control plane learns, after a restart, what this host has.  Its background
   work starts only after this replay, so it never mistakes this host's adverts
   for leftovers.
+* The firewall is rewritten from the records, and only then are host-port
+  claims that no record names released (driver/external.py): what a crash
+  between a claim and its record, or between forgetting a record and freeing
+  its ports, left behind.
 * Then every link whose name pynet would have made (driver/names.py) but that
   no record owns is deleted.  Links are listed *before* records are read, so a
   link created by a request running concurrently is never mistaken for garbage
@@ -36,12 +40,18 @@ def reconcile(service: NetworkService) -> dict:
     """Bring the kernel in line with the store; returns counts for the log."""
     links_before = service.links.names()
     networks = service.repo.networks()
-    counts = {"networks": 0, "endpoints": 0, "removed": 0, "failed": 0}
+    counts = {"networks": 0, "endpoints": 0, "removed": 0, "ports_released": 0, "failed": 0}
     by_id = {}
     for net in networks:
         by_id[net.id] = net
         counts["networks"] += _try(lambda: service.restore_network(net), f"network {net.id[:12]}", counts)
-    counts["failed"] += not _safe(service.sync_firewall, "firewall")
+    if _safe(service.sync_firewall, "firewall"):
+        released = []
+        counts["failed"] += not _safe(lambda: released.append(service.publisher.collect_orphan_claims()),
+                                      "host-port claims")
+        counts["ports_released"] = sum(released)
+    else:
+        counts["failed"] += 1  # claims stay until the rules can be rewritten (driver/gc.py)
     endpoints = service.repo.endpoints()
     present = set(links_before)
     for ep in endpoints:

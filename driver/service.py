@@ -18,6 +18,16 @@ tunnel.
 The veth pair is made in CreateEndpoint (so a failure is reported before the
 container starts) and handed over in Join: dockerd moves ``SrcName`` into the
 container, renames it eth<N> and configures addresses and routes itself.
+
+Crash consistency.  A create writes its record before the kernel objects, and a
+removal forgets the record before it frees anything the record held: firewall
+rules first (rebuilt from the records that are left), then host-port claims,
+then links.  A crash (SIGKILL, power loss) between two steps therefore leaves
+only things *without* a record -- a link, a host-port claim -- never a record
+whose port or address another container could be handed meanwhile.  Start-up
+replay (driver/reconcile.py) re-programs only what has a record and collects
+the rest; records dockerd itself no longer knows are collected by driver/gc.py.
+``faults.reached`` marks the steps a crash test stops pynet at.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import re
 import threading
 from dataclasses import dataclass, replace
 
+from pynet import faults
 from pynet.driver import names, options
 from pynet.driver.external import Publisher
 from pynet.driver.firewall import Firewall
@@ -156,8 +167,8 @@ class NetworkService:
     def _undo_network(self, net: Network, exc: Exception, claim=None) -> Exception:
         """Remove what a failed create made; the error says what failed and how the rollback went."""
         try:
+            self.repo.remove_network(net.id)  # the record first, as in every removal
             self._remove_network_kernel(net)
-            self.repo.remove_network(net.id)
             if net.config.mode == "overlay":
                 self.overlays.abandon(net)
                 self.overlays.undo(claim)
@@ -178,15 +189,25 @@ class NetworkService:
             net = self.repo.network(network_id)
             if net is None:
                 return
-            for ep in self.repo.endpoints(network_id):
-                self._remove_endpoint(ep)
-            self._remove_network_kernel(net)
+            # Records first (endpoints, then the network), then the rules built from them, then what
+            # they held: a crash in between leaves links and claims without records, collected at start.
+            endpoints = self.repo.endpoints(network_id)
+            for ep in endpoints:
+                self.repo.remove_endpoint(network_id, ep.id)
             self.repo.remove_network(network_id)
+            faults.reached("network-forgotten")
+            try:
+                self.sync_firewall()
+                for ep in endpoints:
+                    self.publisher.release(ep)  # only once no rule sends the ports to them
+            finally:
+                for ep in endpoints:
+                    self._delete_links(ep)
+                self._remove_network_kernel(net)
         if net.config.mode == "overlay" and self.overlays is not None:
             # dockerd only logs DeleteNetwork errors and forgets the network: with etcd down,
             # the control plane finishes this (a member key without a network) later.
             _best_effort(lambda: self.overlays.leave(net), f"leaving overlay {net.config.overlay!r}")
-        self.sync_firewall()
 
     def sync_firewall(self) -> None:
         with self._fw_lock:
@@ -221,6 +242,7 @@ class NetworkService:
             existing = self.repo.add_endpoint(ep)
             if existing is not None and existing != ep:
                 raise Conflict(f"endpoint {endpoint_id[:12]} already exists with other settings")
+            faults.reached("endpoint-recorded")
             try:
                 self.ensure_endpoint(net, ep)
                 if net.config.mode == "overlay":
@@ -247,12 +269,23 @@ class NetworkService:
             _best_effort(lambda: self.overlays.advertise(net, ep), f"advertising endpoint {ep.id[:12]}")
 
     def _remove_endpoint(self, ep: Endpoint) -> None:
-        self.publisher.release(ep)
+        """Forget the endpoint, then free what it held (the caller holds its lock)."""
+        self.repo.remove_endpoint(ep.network_id, ep.id)
+        faults.reached("endpoint-forgotten")
+        try:
+            if ep.published:
+                self.sync_firewall()  # no rule sends its host ports to it any more ...
+            self.publisher.release(ep)  # ... before another container may claim them
+        finally:
+            # A failed sync keeps the claims (driver/gc.py releases them once the rules are gone);
+            # the links go anyway: nothing else can take their names.
+            self._delete_links(ep)
+
+    def _delete_links(self, ep: Endpoint) -> None:
         # After Leave dockerd moves the container end back under its SrcName, so
         # either name may be what is left of the pair (protocol.md §3.8).
         self.links.delete(ep.host_if)
         self.links.delete(ep.container_if)
-        self.repo.remove_endpoint(ep.network_id, ep.id)
 
     def _withdraw(self, net: Network, ep: Endpoint) -> None:
         if net.config.mode == "overlay" and self.overlays is not None:
@@ -276,8 +309,6 @@ class NetworkService:
         net = self.repo.network(network_id) if ep is not None else None
         if net is not None:
             self._withdraw(net, ep)
-        if ep is not None and ep.published:
-            self.sync_firewall()
 
     def join(self, network_id: str, endpoint_id: str, sandbox_key: str, opts: dict) -> JoinInfo:
         net = self.network(network_id)
@@ -296,6 +327,10 @@ class NetworkService:
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Nothing to undo in the kernel: dockerd moves the interface back itself."""
+
+    def busy(self, record_id: str) -> bool:
+        """Is a request working on this network or endpoint right now? (driver/gc.py leaves it alone)"""
+        return self._locks.busy(record_id)
 
     # -- external connectivity (driver/external.py) --------------------------------------
     def program_external(self, network_id: str, endpoint_id: str, opts: dict) -> None:

@@ -119,11 +119,31 @@ def release(store: Store, rng: AddressRange, ip: Address) -> bool:
     return store.delete(_key(rng, int(ip)))
 
 
-def release_all(store: Store, space: str, pool: Network) -> int:
-    """Drop every claim of ``pool`` and its cursor; returns the number of claims dropped."""
-    dropped = sum(store.delete(e.key) for e in store.list(keys.ipam_addresses_prefix(space, str(pool))))
-    store.delete(keys.ipam_cursor(space, str(pool)))
+def release_all(store: Store, space: str, pool: Network, up_to: int | None = None) -> int:
+    """Drop every claim of ``pool`` and its cursor; returns the number of claims dropped.
+
+    With ``up_to``, only those last written at or before that store revision, each deleted only if
+    unchanged since it was listed: claims made later (a new incarnation of the CIDR) stay."""
+    entries = store.list(keys.ipam_addresses_prefix(space, str(pool)))
+    cursor = store.get(keys.ipam_cursor(space, str(pool)))
+    entries += [cursor] if cursor is not None else []
+    dropped = 0
+    for entry in entries:
+        if up_to is None or entry.revision <= up_to:
+            deleted = store.delete(entry.key, entry.revision)
+            dropped += deleted and entry is not cursor
     return dropped
+
+
+def claimed_pools(store: Store) -> set[tuple[str, str]]:
+    """(space, CIDR) of every pool some address claim is under (held or not)."""
+    prefix = f"{keys.ROOT}/ipam/"
+    out = set()
+    for entry in store.list(prefix):
+        parts = entry.key[len(prefix):].split("/")
+        if len(parts) == 4 and parts[1] == "addrs":
+            out.add((parts[0], parts[2].replace("_", "/")))
+    return out
 
 
 # -- internals --------------------------------------------------------------------------

@@ -98,11 +98,29 @@ class IpamService:
             return
         if self._host and self._registry.update(ref.space, lambda held: _drop_holder(held, ref, self._host)):
             return  # other hosts still use the pool
-        # Claims first, pool last: a crash in between leaves the pool held and a
-        # repeated ReleasePool finishes the job; the reverse order could delete
-        # claims of a new incarnation of the same CIDR.
-        allocator.release_all(self._store, ref.space, parse_network(ref.pool))
+        # The pool record first, its claims after (crash consistency): a crash in
+        # between leaves claims of a pool nobody holds, which collect_orphan_claims
+        # drops, never a held pool whose addresses look free.  dockerd never repeats
+        # a release, so nothing else would finish the job.
         self._registry.remove(ref)
+        self._drop_claims(ref.space, ref.pool)
+
+    def _drop_claims(self, space: str, cidr: str) -> int:
+        """Drop the claims of ``cidr`` if no pool holds it; returns how many.
+
+        Only claims written before the pools document was read are dropped: a claim
+        of a new incarnation of the same CIDR is made after its pool is recorded,
+        hence after that read, and is never touched.  If the CIDR is held again,
+        what is left of the old incarnation stays (a leak, never a double claim).
+        """
+        before = self._store.current_revision()
+        if cidr in self._registry.held(space):
+            return 0
+        return allocator.release_all(self._store, space, parse_network(cidr), up_to=before)
+
+    def collect_orphan_claims(self) -> int:
+        """Drop address claims under pools nobody holds (what a crash inside ReleasePool left)."""
+        return sum(self._drop_claims(space, cidr) for space, cidr in allocator.claimed_pools(self._store))
 
     def _hold_default(self, v6: bool, held: Pools) -> tuple[PoolRecord, bool]:
         held_nets = [parse_network(cidr) for cidr in held]

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--etcd-user", dest="etcd_user", help="etcd user (etcd authentication) [PYNET_ETCD_USER]")
     serve.add_argument("--etcd-password-file", dest="etcd_password_file",
                        help="file holding --etcd-user's password [PYNET_ETCD_PASSWORD_FILE]")
+    serve.add_argument("--gc-interval", dest="gc_interval", type=int,
+                       help="seconds between looks for records dockerd no longer knows, which are then "
+                            "removed; 0 turns it off [PYNET_GC_INTERVAL, default 60]")
     ports = sub.add_parser("ports", help="show published ports (docker port cannot show a plugin's)")
     ports.add_argument("target", nargs="?", help="a container or network (name or ID prefix)")
     ports.add_argument("--socket", default=None, help="the plugin's socket [PYNET_SOCKET]")

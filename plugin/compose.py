@@ -14,6 +14,8 @@ Background work, all under one Supervisor (pynet/background.py), each loop visib
                     plane knows this host's intent before it tidies etcd
     firewall-order  keeps pynet's jumps in front after dockerd re-inserted its own (every 10 s)
     ipam-journal    applies IPAM releases deferred while etcd was unreachable (every 10 s)
+    orphan-gc       records dockerd no longer knows, and what crashes left without a record
+                    (driver/gc.py; every --gc-interval seconds, off with 0; after the start-up replay)
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def build_services(settings) -> Services:
     if not settings.etcd:
         network = NetworkService(store, links, IptablesFirewall())
         services = Services(network, IpamService(store, settings.default_pools), health, supervisor=supervisor)
-        services.start = lambda: _start(services, supervisor, after_replay=lambda: None)
+        services.start = lambda: _start(services, supervisor,
+                                        after_replay=lambda: _start_gc(settings, services, supervisor))
         return services
     return _multi_host(settings, store, links, health, supervisor)
 
@@ -86,6 +89,7 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     def after_replay() -> None:
         control.start(supervisor, DockerApi(settings.docker_host))
         supervisor.every("ipam-journal", JOURNAL_REPLAY, ipam.replay_deferred, first=JOURNAL_REPLAY)
+        _start_gc(settings, services, supervisor)
 
     def start() -> None:
         supervisor.spawn(RECONCILER, reconciler.run)
@@ -104,6 +108,20 @@ def _start(services: Services, supervisor: Supervisor, after_replay: Callable[[]
 
     supervisor.once("startup", startup)
     supervisor.every("firewall-order", FIREWALL_CHECK, services.network.keep_firewall_first, first=FIREWALL_CHECK)
+
+
+def _start_gc(settings, services: Services, supervisor: Supervisor) -> None:
+    """The orphan collector, every ``gc_interval`` seconds (0: off); a record must have been missing
+    from dockerd's lists for two passes, at least two intervals apart (driver/gc.py)."""
+    from pynet.docker_api import DockerApi
+    from pynet.driver.gc import NAME, OrphanCollector
+
+    if settings.gc_interval <= 0:
+        log.info("orphan collection is off (--gc-interval 0)")
+        return
+    collector = OrphanCollector(services.network, DockerApi(settings.docker_host),
+                                min_age=2 * settings.gc_interval, ipam=services.ipam)
+    supervisor.every(NAME, settings.gc_interval, collector.step, first=settings.gc_interval)
 
 
 def host_identity(store) -> str:

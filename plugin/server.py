@@ -122,6 +122,11 @@ def serve(settings: Settings) -> int:
         settings = _check_multi_host(settings)
     _check_socket(settings.socket)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    from pynet.store import check_store
+
+    problem = check_store(settings.state_dir)  # here, not in the worker: one line and exit, no boot loop
+    if problem:
+        raise SystemExit(f"pynet: {problem}")
     log.info("pynet serving driver %r on %s, state in %s", settings.driver_name, settings.socket, settings.state_dir)
     _Gunicorn(settings).run()
     return 0

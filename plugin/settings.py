@@ -25,6 +25,7 @@ class Settings:
     etcd_key: str = ""
     etcd_user: str = ""
     etcd_password_file: str = ""
+    gc_interval: int = 60  # seconds between orphan collections (driver/gc.py); 0 = off
 
     @property
     def driver_name(self) -> str:
@@ -48,8 +49,9 @@ ENVIRONMENT = {
     "etcd_key": "PYNET_ETCD_KEY",
     "etcd_user": "PYNET_ETCD_USER",
     "etcd_password_file": "PYNET_ETCD_PASSWORD_FILE",
+    "gc_interval": "PYNET_GC_INTERVAL",
 }
-INTEGERS = {"threads", "lease_ttl"}
+INTEGERS = {"threads", "lease_ttl", "gc_interval"}
 
 
 def resolve(flags: dict, environ=os.environ) -> Settings:

@@ -13,7 +13,7 @@ from pynet.store.base import Compacted, Entry, Event, LeaseNotFound, Store
 
 DB_NAME = "pynet.db"
 
-__all__ = ["Compacted", "Entry", "Event", "LeaseNotFound", "Store", "open_cluster_store", "open_store"]
+__all__ = ["Compacted", "Entry", "Event", "LeaseNotFound", "Store", "check_store", "open_cluster_store", "open_store"]
 
 
 def open_store(state_dir: str) -> Store:
@@ -22,6 +22,14 @@ def open_store(state_dir: str) -> Store:
 
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     return SqliteStore(os.path.join(state_dir, DB_NAME))
+
+
+def check_store(state_dir: str) -> str:
+    """"" if the embedded store in ``state_dir`` is usable (or not made yet), else what is wrong and
+    what to do, in one line (`pynet serve` stops with it before binding its socket)."""
+    from pynet.store.sqlite import check_file
+
+    return check_file(os.path.join(state_dir, DB_NAME))
 
 
 def open_cluster_store(endpoints: str | list[str], timeout: float = 2.0, security=None) -> Store:

@@ -76,6 +76,10 @@ def host_port(family: int, proto: str, port: int) -> str:
     return f"{ROOT}/ports/v{family}/{proto}/{port}"
 
 
+def host_ports_prefix() -> str:
+    return f"{ROOT}/ports/"
+
+
 # -- multi-host ---------------------------------------------------------------------
 
 

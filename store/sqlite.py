@@ -22,6 +22,14 @@ every POLL_SECONDS for writes made through other connections.
 WAL with synchronous=NORMAL: a crash of the process loses nothing committed;
 only a power loss may drop the newest commits, and it never corrupts the file.
 
+Failures.  A write that sqlite refuses (disk or database full, a read-only or
+vanished file, an I/O error), in a statement or at COMMIT, is rolled back on
+the spot -- the transaction never stays open, so the connection keeps working
+once the cause is gone -- and raised as a PynetError that names the file and
+the cause ("nothing was changed"); only a busy file is Retryable.  A corrupt
+file is refused before pynet serves at all: ``check_file`` is what `pynet
+serve` runs first, and its answer is the one line the operator sees.
+
 No leases (``supports_leases = False``): a lease makes a dead host's keys
 vanish for the hosts that survive it, and a single-host store has no survivors.
 A restarted plugin reconciles its own state instead.  The lease methods, and a
@@ -32,17 +40,20 @@ storing a key that would never expire.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
 import threading
 from typing import Iterator
 
-from pynet.errors import Retryable
+from pynet.errors import PynetError, Retryable
 from pynet.store._common import BATCH, decode, encode, prefix_upper_bound, watch_loop
 from pynet.store.base import Compacted, Entry, Event
 
 POLL_SECONDS = 0.5
 NO_LEASES = "leases need the etcd store"
 BUSY_TIMEOUT_SECONDS = 10.0
+log = logging.getLogger("pynet.store")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL)",
@@ -61,13 +72,18 @@ class SqliteStore:
         if history < 1:
             raise ValueError("history must be at least 1")
         self._history = history
+        self._path = path
         self._cond = threading.Condition()
         self._closed = False
         # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE ourselves.
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS,
                                    isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as err:
+            self._db.close()
+            raise PynetError(check_file(path) or f"the state store {path} cannot be opened: {err}") from None
         with self._transaction() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
@@ -76,20 +92,47 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; caller holds no lock, we take it. Busy → Retryable."""
+        """One write transaction, committed or rolled back whatever happens; caller holds no lock,
+        we take it.  Busy → Retryable; any other sqlite failure → PynetError naming it."""
         with self._cond:
             self._check_open()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as err:
-                raise Retryable(f"sqlite store is busy: {err}") from err
+            except sqlite3.Error as err:
+                raise self._failure(err, "could not start a write") from None
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")  # a failed COMMIT leaves the transaction open: rolled back below
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._failure(exc, "could not save a change; nothing was changed") from None
                 raise
-            self._db.execute("COMMIT")
             self._cond.notify_all()
+
+    def _rollback(self) -> None:
+        # sqlite has already rolled back by itself after some errors (e.g. SQLITE_FULL in a COMMIT).
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as err:  # nothing more to do: the next BEGIN reports the state
+            log.error("rolling back in %s failed: %s", self._path, err)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._cond:
+            self._check_open()
+            try:
+                yield self._db
+            except sqlite3.Error as err:
+                raise self._failure(err, "could not read") from None
+
+    def _failure(self, err: sqlite3.Error, what: str) -> PynetError:
+        text = str(err)
+        if "locked" in text or "busy" in text:
+            return Retryable(f"the state store {self._path} is busy ({text}); try again")
+        return PynetError(f"the state store {self._path} {what}: {text}{_hint(text)}")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -121,23 +164,19 @@ class SqliteStore:
     # -- reads ---------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        with self._cond:
-            self._check_open()
-            row = self._db.execute("SELECT value, revision FROM kv WHERE key = ?", (key,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT value, revision FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else Entry(key, decode(row[0]), row[1])
 
     def list(self, prefix: str) -> list[Entry]:
         where, args = _prefix_clause(prefix)
-        with self._cond:
-            self._check_open()
-            rows = self._db.execute(
-                f"SELECT key, value, revision FROM kv WHERE {where} ORDER BY key", args).fetchall()
+        with self._reading() as db:
+            rows = db.execute(f"SELECT key, value, revision FROM kv WHERE {where} ORDER BY key", args).fetchall()
         return [Entry(k, decode(v), r) for k, v, r in rows if k.startswith(prefix)]
 
     def current_revision(self) -> int:
-        with self._cond:
-            self._check_open()
-            return self._meta(self._db, "revision")
+        with self._reading() as db:
+            return self._meta(db, "revision")
 
     # -- writes --------------------------------------------------------------
 
@@ -225,6 +264,48 @@ class SqliteStore:
             self._closed = True
             self._db.close()
             self._cond.notify_all()
+
+
+def _hint(text: str) -> str:
+    """What the operator can do about a sqlite failure, when there is something obvious."""
+    if "full" in text:
+        return " (free space on the file system of the state dir)"
+    if "readonly" in text or "read-only" in text:
+        return " (the state dir must be writable by pynet)"
+    if "malformed" in text or "not a database" in text:
+        return " (the file is corrupt: stop pynet and move it aside)"
+    return ""
+
+
+def check_file(path: str) -> str:
+    """"" if ``path`` is missing or a usable store, else one line saying what is wrong and what to do.
+
+    Reads the whole file (sqlite's quick_check: every page and index, not the row contents), so a
+    corrupt store stops `pynet serve` before it binds the socket instead of failing every request
+    or crash-looping the worker."""
+    if not os.path.exists(path):
+        return ""
+    try:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(3)").fetchall()]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = {"kv", "events", "meta"} - tables
+            if problems == ["ok"] and tables and missing:  # no tables at all: a new, empty file
+                problems = [f"it is not pynet's: table {', '.join(sorted(missing))} missing"]
+            elif problems == ["ok"] and tables:
+                db.execute("SELECT key, value, revision FROM kv LIMIT 1").fetchall()
+                if db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone() is None:
+                    problems = ["its revision counter is missing"]
+        finally:
+            db.close()
+    except sqlite3.Error as err:
+        problems = [str(err)]
+    if problems == ["ok"]:
+        return ""
+    return (f"the state store {path} is unusable ({'; '.join(problems)}): stop pynet, move "
+            f"{path}* aside (e.g. into {path}.corrupt/), and start pynet again with an empty store; "
+            "Docker networks that use pynet then have to be created again")
 
 
 def _no_lease(lease: int) -> None:
