@@ -294,6 +294,10 @@ class DockerHost:
         argv = [binary("ip"), "netns", "exec", self.netns, pynet_executable(), "serve",
                 "--socket", str(self.pynet_socket), "--state-dir", str(self.pynet_state),
                 "--log-level", "debug", *self._pynet_args]
+        if "--docker-host" not in self._pynet_args:
+            # pynet's background loops (orphan GC, cluster sync) ask this host's dockerd, never the
+            # machine's default socket: a test never reads or touches a daemon it did not start
+            argv += ["--docker-host", self.host]
         try:
             self._pynet = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            env=full_env, start_new_session=True)
