@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--lease-ttl", dest="lease_ttl", type=int,
                        help="seconds before a vanished host's containers leave the other hosts' tables "
                             "[PYNET_LEASE_TTL, default 15]")
+    serve.add_argument("--grace-period", dest="grace_period", type=int,
+                       help="seconds the other hosts keep the containers of a host that lost etcd before "
+                            "removing them; longer than --lease-ttl [PYNET_GRACE_PERIOD, default 60]")
     ports = sub.add_parser("ports", help="show published ports (docker port cannot show a plugin's)")
     ports.add_argument("target", nargs="?", help="a container or network (name or ID prefix)")
     ports.add_argument("--socket", default=None, help="the plugin's socket [PYNET_SOCKET]")
@@ -52,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "serve":
         parser.print_help()
         return 2
-    settings = settings_mod.resolve(vars(args))
+    try:
+        settings = settings_mod.resolve(vars(args))
+    except ValueError as exc:
+        raise SystemExit(f"pynet: {exc}") from None
     from pynet.plugin.server import serve
 
     return serve(settings)

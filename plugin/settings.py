@@ -19,6 +19,7 @@ class Settings:
     threads: int = 16
     docker_host: str = "unix:///var/run/docker.sock"
     lease_ttl: int = 15
+    grace_period: int = 60  # multi-host: peers keep a host that lost etcd this long (> lease_ttl)
 
     @property
     def driver_name(self) -> str:
@@ -37,8 +38,9 @@ ENVIRONMENT = {
     "threads": "PYNET_THREADS",
     "docker_host": "PYNET_DOCKER_HOST",
     "lease_ttl": "PYNET_LEASE_TTL",
+    "grace_period": "PYNET_GRACE_PERIOD",
 }
-INTEGERS = {"threads", "lease_ttl"}
+INTEGERS = {"threads", "lease_ttl", "grace_period"}
 
 
 def resolve(flags: dict, environ=os.environ) -> Settings:
@@ -51,5 +53,23 @@ def resolve(flags: dict, environ=os.environ) -> Settings:
         if value is None and name == "docker_host":
             value = environ.get("DOCKER_HOST") or None  # the variable every Docker tool reads
         if value is not None:
-            values[name] = int(value) if name in INTEGERS else value
-    return Settings(**values)
+            values[name] = _integer(name, value) if name in INTEGERS else value
+    return check(Settings(**values))
+
+
+def _integer(name: str, value) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--{name.replace('_', '-')} {value!r} is not a whole number") from None
+
+
+def check(s: Settings) -> Settings:
+    """Refuse settings that cannot work together (ValueError naming them)."""
+    if s.lease_ttl < 1:
+        raise ValueError(f"--lease-ttl {s.lease_ttl}: must be at least 1 second")
+    if s.grace_period <= s.lease_ttl:
+        # Peers see a silent host only when its lease ends; a grace no longer than the lease would
+        # drop its containers the moment they learn of it.
+        raise ValueError(f"--grace-period {s.grace_period} must be longer than --lease-ttl {s.lease_ttl}")
+    return s
