@@ -254,3 +254,48 @@ def test_the_grace_period_setting_and_its_check():
 def test_the_control_plane_holds_deletes_for_the_grace_minus_the_lease():
     assert EtcdControlPlane(MemoryStore(), H1, "192.0.2.1", lease_ttl=15, grace_period=60).linger == 45
     assert EtcdControlPlane(MemoryStore(), H1, "192.0.2.1", lease_ttl=15).linger == 0  # no grace asked
+
+
+def test_the_watch_loop_keeps_the_view_while_etcd_is_away_and_reloads_when_it_is_back(pair, monkeypatch):
+    """On the cut-off host: the watch fails, and keeps failing to list, but never empties the view."""
+    import threading
+
+    from pynet.background import Context
+    from pynet.cluster import loops
+    from pynet.health import Health
+
+    clock, store, a_store, a, b, seen = pair
+    monkeypatch.setattr(loops, "RETRY", 0.01)
+    monkeypatch.setattr(loops, "WATCH_IDLE", 0.05)
+    b_view_of_a = b.remotes("demo")
+    # A's own view: give B a container, so A has something to keep
+    b.advertise(LocalEndpoint("demo", E[3], MAC[3], ("10.10.0.3",)))
+    a.load()
+    before = a.remotes("demo")
+    assert set(before) == {MAC[3]}
+    health = Health()
+    ctx = Context("watch", threading.Event(), health)
+    a_store.down = True
+    runner = threading.Thread(target=loops.ClusterLoops(a, supervisor=None).watch, args=(ctx,))
+    runner.start()
+    try:
+        assert _until(lambda: health.loop("watch").failures >= 5)
+        assert a.view.loaded and a.remotes("demo") == before  # still there after failed listings
+        a_store.down = False
+        b.withdraw("demo", E[3])  # something new to catch up on once etcd is back
+        assert _until(lambda: a.remotes("demo") == {})
+    finally:
+        ctx.stopping.set()
+        runner.join(5)
+    assert b.remotes("demo") == b_view_of_a
+
+
+def _until(check, seconds: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
