@@ -77,7 +77,7 @@ def owned(method):
 def _describe(name: str, args: tuple) -> str:
     """``ensure_vxlan('pnv2f234f73c230')``: the call as an error names it (first argument only)."""
     first = args[0] if args else ""
-    first = getattr(first, "name", first)  # a spec dataclass: its link name
+    first = getattr(first, "name", None) or getattr(first, "host", first)  # a spec: its link's name
     return f"{name}({first!r})" if first != "" else f"{name}()"
 
 
