@@ -5,9 +5,10 @@ Host a loses etcd for 20 s -- iptables in a's netns drops everything to and from
 container on b every 100 ms throughout.  Leases are 5 s, so a's lease ends early in the cut and etcd
 deletes its key and adverts; b must keep a's entries (the grace period, 30 s here), and when a is back
 it re-registers on a new lease and nothing on the data plane changes: zero packets lost.  The second
-test runs the same cut with a grace (6 s) shorter than the cut on the observer b: b removes a's entries
-at about 6 s, packets are lost, and the entries come back once a is back -- so the first test measures
-the grace, not a cut too short to matter.
+test checks that a container removed on a live host still leaves b's tables at once (its advert is
+withdrawn with a tombstone, not left to the grace); the last runs the same cut with a grace (6 s)
+shorter than the cut on the observer b: b removes a's entries at about 6 s, packets are lost, and the
+entries come back once a is back -- so the first test measures the grace, not a cut too short to matter.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import pytest
 
 from pynet.lab.cluster import ETCD_ADDRESS, Cluster
 from pynet.lab.wait import wait_until
-from tests.e2e.helpers import assert_ping
-from tests.e2e.test_overlay import PROPAGATE_S, has_fdb, has_neigh, kernel_names, mac_of, overlay_pair
+from tests.e2e.helpers import assert_ping, run
+from tests.e2e.test_overlay import (PROPAGATE_S, fdb, has_any_fdb, has_fdb, has_neigh, kernel_names, mac_of,
+                                    overlay_pair)
 
 pytestmark = pytest.mark.e2e
 
@@ -119,6 +121,23 @@ def test_a_20s_etcd_partition_of_one_host_loses_no_packet(partition_cluster, cle
     # a is back: re-registered and re-advertised on a new lease
     assert wait_until(lambda: len(adverts(cl, "part")) == 2, 10, 0.5), adverts(cl, "part")
     assert_ping(b, "pb", ip_a)
+
+
+def test_a_container_removed_on_a_live_host_leaves_the_peers_at_once_not_after_the_grace(partition_cluster,
+                                                                                      cleanup):
+    cl = partition_cluster
+    a, b = cl.hosts
+    overlay_pair(cl, cleanup, "part1", "10.33.0.0/24", "ra", "rb")
+    run(a, cleanup, "ra2", network="part1")
+    mac, ip = mac_of(a, "ra2", "part1"), a.container_ip("ra2", "part1")
+    vxlan_b = kernel_names(b, "part1")[1]
+    assert wait_until(lambda: has_fdb(b, vxlan_b, mac, cl.vtep(a)), PROPAGATE_S, 0.25), fdb(b, vxlan_b)
+    a.docker("rm", "-f", "ra2")
+    t0 = time.monotonic()
+    gone = wait_until(lambda: not has_any_fdb(b, vxlan_b, mac) and not has_neigh(b, vxlan_b, ip), PROPAGATE_S, 0.1)
+    took = time.monotonic() - t0
+    print(f"a removed container left b's tables after {took:.2f} s (grace {GRACE} s)")
+    assert gone, f"b kept the entries of a container removed on a for {took:.0f} s:\n{fdb(b, vxlan_b)}"
 
 
 def test_with_a_grace_shorter_than_the_cut_the_same_partition_loses_packets(partition_cluster, cleanup):
