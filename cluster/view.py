@@ -21,7 +21,7 @@ an owner's delete from a lease expiry, so the owner says so: it first overwrites
 ``withdrawn: true`` (a tombstone), which removes it here immediately, then deletes the key (a no-op
 here).  Everything departing stays in ``hosts`` and the advert tables, so whatever is derived from them
 (remote entries, the member VTEPs) follows the same grace; a live advert of the same MAC wins over a
-departing one.  A fresh listing (``load``) keeps what it no longer shows as departing, except an advert
+departing one, and so does a live advert holding one of its addresses (handed on meanwhile).  A fresh listing (``load``) keeps what it no longer shows as departing, except an advert
 whose host's registration is unchanged (same revision: its lease never ended, so the owner withdrew it
 while this host was not watching).  ``linger=0`` is the old behaviour: deletes apply at once.
 """
@@ -141,14 +141,26 @@ class ClusterView:
             by_mac = self._by_mac.get(overlay, {})
             chosen = [k for m in macs for k in by_mac.get(m, ())]
         out: dict[str, Remote] = {}
+        gone = self._departing_in(overlay)
+        taken = self._live_ips(overlay) if gone else frozenset()
         # The same MAC on two hosts (a move): the same winner everywhere, and a live advert beats a
-        # departing one (sorted first, so the live one overwrites it).
-        for key in sorted(chosen, key=lambda k: (("endpoints", overlay, *k) not in self._departing, k)):
+        # departing one (sorted first, so the live one overwrites it); an address a live advert holds
+        # is not a departing one's any more (it was handed on).
+        for key in sorted(chosen, key=lambda k: (k not in gone, k)):
             a = adverts[key]
             if a.host != me:
                 host = self.hosts.get(a.host)
-                out[a.mac] = Remote(host.vtep if host else a.vtep, frozenset(a.ips))
+                ips = frozenset(a.ips) - taken if key in gone else frozenset(a.ips)
+                out[a.mac] = Remote(host.vtep if host else a.vtep, ips)
         return out
+
+    def _departing_in(self, overlay: str) -> set[tuple[str, str]]:
+        """(host, eid) of the departing adverts of ``overlay`` (few, and only during a grace)."""
+        return {(p[2], p[3]) for p in self._departing if p[0] == "endpoints" and p[1] == overlay}
+
+    def _live_ips(self, overlay: str) -> frozenset[str]:
+        gone = self._departing_in(overlay)
+        return frozenset(ip for k, a in self._adverts.get(overlay, {}).items() if k not in gone for ip in a.ips)
 
     def adverts_of(self, host_id: str) -> dict[tuple[str, str], Advert]:
         """(overlay, endpoint) -> advert of every endpoint ``host_id`` advertises."""
@@ -221,6 +233,10 @@ class ClusterView:
             table[(host_id, eid)] = advert
             macs.setdefault(advert.mac, set()).add((host_id, eid))
             touched.add(advert.mac)
+        ips = set(old.ips if old else ()) | set(advert.ips if advert else ())
+        for k in self._departing_in(overlay) - {(host_id, eid)}:  # their addresses may be taken or freed
+            if k in table and ips & set(table[k].ips):
+                touched.add(table[k].mac)
         if not table:
             self._adverts.pop(overlay, None)
             self._by_mac.pop(overlay, None)

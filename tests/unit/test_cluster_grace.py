@@ -299,3 +299,18 @@ def _until(check, seconds: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_an_address_handed_on_to_a_live_advert_leaves_the_departing_one():
+    clock = Clock()
+    view = view_with_h2(linger=25, clock=clock)
+    lease_ends(view, 5, 2, 3)
+    # e2's address 10.10.0.2 given to a new container on H1's peer H3 while H2's advert is departing
+    h3 = "333333333333"
+    view.apply(Event(keys.host(h3), Host(h3, "192.0.2.3").to_dict(), 6))
+    new = Advert("demo", h3, E[4], MAC[4], "192.0.2.3", ("10.10.0.2",))
+    assert view.apply(Event(keys.advert("demo", h3, E[4]), new.to_dict(), 7)) == {"demo": {MAC[4], MAC[2]}}
+    remotes = view.remotes("demo", H1)
+    assert remotes[MAC[4]].ips == {"10.10.0.2"} and remotes[MAC[2]].ips == frozenset()  # no stale IP -> MAC
+    assert view.remotes("demo", H1, [MAC[2]]) == {MAC[2]: remotes[MAC[2]]}  # the same answer per MAC
+    assert remotes[MAC[3]].ips == {"10.10.0.3"}
