@@ -25,6 +25,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
@@ -100,6 +101,7 @@ class _Worker:
 
     def submit(self, fn, what: str) -> Future:
         future: Future = Future()
+        future.started = threading.Event()  # set, with started_at and worker, when the call begins
         self.queue.put((fn, what, future))
         return future
 
@@ -117,6 +119,8 @@ class _Worker:
             fn, what, future = item
             if not future.set_running_or_notify_cancel():
                 continue  # its caller gave up before it started
+            future.worker, future.started_at = self, time.monotonic()  # the caller's bound runs from here
+            future.started.set()
             self.running = (what, future)
             try:
                 future.set_result(fn())
@@ -145,8 +149,9 @@ class _Worker:
 class NetlinkOwner:
     """The handle, its owner thread, and the primitives the operation mixins share.
 
-    Every call is bounded (``timeout`` seconds, CALL_TIMEOUT by default): a netlink request that never
-    returns fails its caller with NetlinkTimeout naming the call, and the worker that hung is retired
+    Every call is bounded (``timeout`` seconds from when it begins, CALL_TIMEOUT by default, and at
+    most twice that in the queue): a netlink request that never returns fails its caller with
+    NetlinkTimeout naming the call, and the worker that hung is retired
     and replaced by a new thread with a new handle (from ``opener``; by default one in pynet's own
     namespace), so the calls after it work.  A handle passed in without an ``opener`` cannot be
     re-opened: the calls after a hang then fail, each after its bound, until the hung one returns.
@@ -184,21 +189,26 @@ class NetlinkOwner:
                 return fn(*args, **kwargs)
             finally:
                 self._drop_orphans()
-        worker = self._worker
-        future = worker.submit(call, what)
+        with self._swap:  # never onto a worker being retired: its queue was drained already
+            worker = self._worker
+            future = worker.submit(call, what)
+        # The bound runs from when the call begins.  A call queued behind one that hangs is moved to the
+        # new worker when that one is replaced (a bound after the hung call began); its wait in the
+        # queue is bounded by twice the bound, so the move always comes first.
+        if not future.started.wait(2 * self._timeout) and future.cancel():
+            busy = worker.running[0] if worker.running else "another call"  # stuck, and not replaced
+            raise NetlinkTimeout(f"netlink call {what} did not start within {2 * self._timeout:g} s: "
+                                 f"the netlink handle is stuck in {busy}") from None
+        future.started.wait(self._timeout)  # set at once if cancel() lost the race: it had just begun
         try:
-            return future.result(self._timeout)
+            began = getattr(future, "started_at", time.monotonic())
+            return future.result(max(0.0, began + self._timeout - time.monotonic()))
         except FutureTimeout:
             pass
-        if future.cancel():  # it never started: the worker is busy with a call that hangs
-            busy = worker.running[0] if worker.running else "another call"
-            raise NetlinkTimeout(f"netlink call {what} did not start within {self._timeout:g} s: "
-                                 f"the netlink handle is stuck in {busy}") from None
         if future.done():  # finished just as the bound ran out
             return future.result()
-        replaced = self._replace(worker, what)
-        raise NetlinkTimeout(f"netlink call {what} did not return within {self._timeout:g} s; "
-                             f"{replaced}") from None
+        replaced = self._replace(getattr(future, "worker", worker), what)
+        raise NetlinkTimeout(f"netlink call {what} did not return within {self._timeout:g} s; {replaced}") from None
 
     def _replace(self, hung: _Worker, what: str) -> str:
         """Retire the worker stuck in ``what`` and start another; what happened, for the error."""
