@@ -14,12 +14,22 @@ every (re)load of the view, every RESYNC seconds, and when the lease had to be r
 read through records.py; one that does not decode is skipped and counted (pynet/health.py), never
 acted on.  Whatever changes the remotes of an overlay is passed to the subscribers (the driver's
 reconciler), which alone writes the kernel.
+
+Cut off from etcd, not from peers.  A host that loses etcd keeps its view and its tables (the watch
+only reloads once a listing succeeds); the others keep its containers for ``grace_period`` seconds after
+it went silent (view.py: the lease's deletes are held for grace - lease TTL), and when it is back its
+keep-alive grants a new lease, re-registers and re-advertises (housekeeping), which cancels the
+departures before they are due.  A container removed here is withdrawn with a tombstone first, so the
+others drop it at once rather than after the grace; one whose withdrawal failed while etcd was away is
+remembered (``_gone``) and tombstoned by housekeeping once etcd answers again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import replace
 from typing import Callable, Iterable
 
 from pynet.cluster.membership import Membership
@@ -36,18 +46,21 @@ log = logging.getLogger("pynet.cluster")
 
 class EtcdControlPlane:
     def __init__(self, store: Store, host_id: str, vtep: str, lease_ttl: int = 15,
-                 health: Health | None = None) -> None:
+                 health: Health | None = None, grace_period: float = 0.0, clock=time.monotonic) -> None:
         self.store = store
         self.host_id = host_id
         self.vtep = vtep
         self.health = health or Health()
         self.registry = OverlayRegistry(store, host_id, reject=self.health.rejected)
         self.membership = Membership(store, Host(host_id, vtep), lease_ttl)
-        self.view = ClusterView(reject=self.health.rejected)
+        # grace_period 0: no grace, departures apply at once (the behaviour before it existed)
+        self.linger = max(0.0, grace_period - lease_ttl) if grace_period else 0.0
+        self.view = ClusterView(reject=self.health.rejected, linger=self.linger, clock=clock)
         self.changed = threading.Event()  # set when overlays or members may differ: the Docker sync looks
         self._lock = threading.RLock()  # the view and the intent
         self._joined: dict[str, str] = {}  # overlay -> this host's Docker network id for it
         self._adverts: dict[tuple[str, str], Advert] = {}  # (overlay, endpoint) -> advert
+        self._gone: dict[tuple[str, str], Advert] = {}  # withdrawn here, tombstone not yet written
         self._listeners: list[Callable[[Changes], None]] = []
         self._housekeeping = threading.Lock()
         self._generation = -1  # lease generation the adverts were last written with
@@ -89,12 +102,30 @@ class EtcdControlPlane:
                         mac=endpoint.mac, vtep=self.vtep, ips=tuple(endpoint.ips))
         with self._lock:
             self._adverts[(endpoint.overlay, endpoint.endpoint_id)] = advert
+            self._gone.pop((endpoint.overlay, endpoint.endpoint_id), None)
         self._put_advert(advert, self.membership.current())
 
     def withdraw(self, overlay: str, endpoint_id: str) -> None:
         with self._lock:
-            self._adverts.pop((overlay, endpoint_id), None)
-        self.registry.withdraw(overlay, endpoint_id)
+            advert = self._adverts.pop((overlay, endpoint_id), None)
+            if advert is not None:
+                self._gone[(overlay, endpoint_id)] = advert
+        if advert is None:
+            self.registry.withdraw(overlay, endpoint_id)
+        else:
+            self._tombstone(advert)
+
+    def _tombstone(self, advert: Advert) -> None:
+        """Withdraw with a tombstone (module note); forgotten from ``_gone`` once written."""
+        tombstone = replace(advert, withdrawn=True)
+        lease = self.membership.current()
+        try:
+            self.registry.withdraw(advert.overlay, advert.endpoint, tombstone, lease)
+        except LeaseNotFound:
+            self.registry.withdraw(advert.overlay, advert.endpoint, tombstone, self.membership.replace(lease))
+        with self._lock:
+            if self._gone.get((advert.overlay, advert.endpoint)) == advert:
+                del self._gone[(advert.overlay, advert.endpoint)]
 
     def _put_advert(self, advert: Advert, lease: int) -> None:
         try:
@@ -141,12 +172,25 @@ class EtcdControlPlane:
         self.housekeeping()
 
     def apply(self, event: Event) -> None:
-        with self._lock:
-            changes = self.view.apply(event)
-        self._notify(changes)
         parts = keys.parse_cluster_key(event.key)
+        with self._lock:
+            leaving = (self.linger and event.deleted and parts is not None and parts[0] == "hosts"
+                       and parts[1] in self.view.hosts and parts[1] != self.host_id)
+            changes = self.view.apply(event)
+        if leaving:
+            log.warning("host %s lost its lease (etcd unreachable from it, or it is gone): its containers stay "
+                        "in the tables for %.0f s more unless it comes back", parts[1], self.linger)
+        self._notify(changes)
         if parts is not None and parts[0] in ("overlays", "members"):
             self.changed.set()
+
+    def expire(self) -> None:
+        """Drop the departed hosts and adverts whose grace is over (a loop runs this every second)."""
+        with self._lock:
+            changes = self.view.expire()
+        if ALL in changes:
+            log.warning("a host's grace period ended: its containers left this host's tables")
+        self._notify(changes)
 
     def snapshot(self) -> "Snapshot":
         """A consistent copy of what the Docker sync decides from."""
@@ -167,14 +211,19 @@ class EtcdControlPlane:
             # the intent first, so it is never mistaken for a leftover.
             have = self.registry.my_adverts(overlays)
             with self._lock:
-                want, joined = dict(self._adverts), dict(self._joined)
+                want, joined, gone = dict(self._adverts), dict(self._joined), dict(self._gone)
                 mine = {name: m for (name, host), m in self.view.members.items() if host == self.host_id}
             renew = generation != self._generation or lease != self.membership.lease
             for k, advert in want.items():
                 if renew or have.get(k) != advert:
                     self._put_advert(advert, lease)
-            for overlay, endpoint_id in have.keys() - want.keys():
-                self.registry.withdraw(overlay, endpoint_id)
+            for k in have.keys() - want.keys() - gone.keys():
+                if have[k] is None:  # unreadable: nothing to make a tombstone of
+                    self.registry.withdraw(*k)
+                else:
+                    self._tombstone(have[k])
+            for advert in gone.values():  # withdrawn while etcd was away: even if the lease took it
+                self._tombstone(advert)
             self._generation = generation
             for name, network_id in joined.items():
                 if mine.get(name) != Member(network_id):

@@ -8,6 +8,12 @@
 * ``docker-sync`` -- the only code that calls the Docker API (docker_sync.py): it describes overlays
   created here into their record, creates the Docker network of overlays this host lacks, and removes
   unused copies of overlays removed elsewhere.
+* ``grace`` -- (with a grace period) every GRACE_TICK seconds, drops the departed hosts and adverts whose
+  grace is over (control.expire).  Not in the watch loop: that one blocks in the watch, and a host's
+  grace must end on time even when nothing else happens in the cluster.
+
+Losing etcd never empties the view: the watch keeps what it has and only replaces it with a listing that
+succeeded, so this host's tables stay as they were for as long as etcd is away.
 
 pynet/background.py restarts a loop that dies and shows each one's health.
 """
@@ -23,6 +29,7 @@ from pynet.store.base import Compacted
 RESYNC = 30.0  # seconds between housekeeping passes
 WATCH_IDLE = 5.0  # a quiet watch is re-opened after this long (a silently dead connection is noticed)
 RETRY = 1.0
+GRACE_TICK = 1.0  # seconds between checks for departures whose grace is over
 
 
 class ClusterLoops:
@@ -35,6 +42,8 @@ class ClusterLoops:
         every = max(1.0, self.control.membership.ttl / 3)
         self.supervisor.every("lease", every, self.control.keepalive, retry=RETRY)
         self.supervisor.spawn("watch", self.watch)
+        if self.control.linger:
+            self.supervisor.every("grace", GRACE_TICK, self.control.expire, first=GRACE_TICK)
         if self.docker is not None:
             self.supervisor.spawn("docker-sync", self.docker.run)
 

@@ -72,10 +72,16 @@ class Advert:
     mac: str
     vtep: str
     ips: tuple[str, ...] = ()  # plain addresses, v4 and/or v6
+    # A tombstone: the owner removed this container and is about to delete the key.  Written first so
+    # the other hosts drop it at once; a delete alone may be a lease expiry, which gets the grace
+    # (cluster/view.py).
+    withdrawn: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ips"] = list(self.ips)
+        if not self.withdrawn:
+            del d["withdrawn"]  # a live advert's record stays as before
         return d
 
 

@@ -176,7 +176,8 @@ def advert(key: tuple[str, str, str], value) -> Advert:
     if not isinstance(ips, list) or len(ips) > MAX_IPS:
         raise InvalidRecord(f"advert addresses are not a list of at most {MAX_IPS}")
     return Advert(overlay=name, host=host_id, endpoint=endpoint_id, mac=mac(d.get("mac"), "advert MAC"),
-                  vtep=address(d.get("vtep"), "advert VTEP"), ips=tuple(address(ip, "advert address") for ip in ips))
+                  vtep=address(d.get("vtep"), "advert VTEP"), ips=tuple(address(ip, "advert address") for ip in ips),
+                  withdrawn=flag(d.get("withdrawn", False), "advert withdrawn"))
 
 
 def vni_owner(value) -> str:

@@ -152,8 +152,13 @@ class OverlayRegistry:
     def advertise(self, advert: Advert, lease: int) -> None:
         put(self.store, keys.advert(advert.overlay, advert.host, advert.endpoint), advert.to_dict(), lease)
 
-    def withdraw(self, overlay: str, endpoint_id: str) -> None:
-        self.store.delete(keys.advert(overlay, self.host_id, endpoint_id))
+    def withdraw(self, overlay: str, endpoint_id: str, tombstone: Advert | None = None, lease: int = 0) -> None:
+        """Delete this host's advert; with ``tombstone`` (the advert, ``withdrawn=True``) overwrite it with
+        that first, on ``lease``, so the other hosts know the delete is not a lease expiry (view.py)."""
+        key = keys.advert(overlay, self.host_id, endpoint_id)
+        if tombstone is not None:
+            put(self.store, key, tombstone.to_dict(), lease)
+        self.store.delete(key)
 
     def my_adverts(self, overlays) -> dict[tuple[str, str], Advert | None]:
         """(overlay, endpoint) -> advert (None if unreadable) of this host's adverts in ``overlays``."""

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--gc-interval", dest="gc_interval", type=int,
                        help="seconds between looks for records dockerd no longer knows, which are then "
                             "removed; 0 turns it off [PYNET_GC_INTERVAL, default 60]")
+    serve.add_argument("--grace-period", dest="grace_period", type=int,
+                       help="seconds the other hosts keep the containers of a host that lost etcd before "
+                            "removing them; longer than --lease-ttl [PYNET_GRACE_PERIOD, default 60]")
     ports = sub.add_parser("ports", help="show published ports (docker port cannot show a plugin's)")
     ports.add_argument("target", nargs="?", help="a container or network (name or ID prefix)")
     ports.add_argument("--socket", default=None, help="the plugin's socket [PYNET_SOCKET]")
@@ -62,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "serve":
         parser.print_help()
         return 2
-    settings = settings_mod.resolve(vars(args))
+    try:
+        settings = settings_mod.resolve(vars(args))
+    except ValueError as exc:
+        raise SystemExit(f"pynet: {exc}") from None
     from pynet.plugin.server import serve
 
     return serve(settings)

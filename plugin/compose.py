@@ -78,7 +78,8 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
 
     host_id = host_identity(store)
     shared = open_cluster_store(settings.etcd, security=security(settings))
-    control = EtcdControlPlane(shared, host_id, settings.vtep_address, settings.lease_ttl, health)
+    control = EtcdControlPlane(shared, host_id, settings.vtep_address, settings.lease_ttl, health,
+                               grace_period=settings.grace_period)
     reconciler = Reconciler(health)
     overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address)
     network = NetworkService(store, links, IptablesFirewall(), overlays=overlays)

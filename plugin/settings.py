@@ -26,6 +26,7 @@ class Settings:
     etcd_user: str = ""
     etcd_password_file: str = ""
     gc_interval: int = 60  # seconds between orphan collections (driver/gc.py); 0 = off
+    grace_period: int = 60  # multi-host: peers keep a host that lost etcd this long (> lease_ttl)
 
     @property
     def driver_name(self) -> str:
@@ -50,8 +51,9 @@ ENVIRONMENT = {
     "etcd_user": "PYNET_ETCD_USER",
     "etcd_password_file": "PYNET_ETCD_PASSWORD_FILE",
     "gc_interval": "PYNET_GC_INTERVAL",
+    "grace_period": "PYNET_GRACE_PERIOD",
 }
-INTEGERS = {"threads", "lease_ttl", "gc_interval"}
+INTEGERS = {"threads", "lease_ttl", "gc_interval", "grace_period"}
 
 
 def resolve(flags: dict, environ=os.environ) -> Settings:
@@ -64,5 +66,27 @@ def resolve(flags: dict, environ=os.environ) -> Settings:
         if value is None and name == "docker_host":
             value = environ.get("DOCKER_HOST") or None  # the variable every Docker tool reads
         if value is not None:
-            values[name] = int(value) if name in INTEGERS else value
-    return Settings(**values)
+            values[name] = _integer(name, value) if name in INTEGERS else value
+    return check(Settings(**values))
+
+
+def _integer(name: str, value) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--{name.replace('_', '-')} {value!r} is not a whole number") from None
+
+
+def check(s: Settings) -> Settings:
+    """Refuse settings that cannot work together (ValueError naming them)."""
+    if s.gc_interval < 0:
+        raise ValueError(f"--gc-interval {s.gc_interval}: must be 0 (off) or a number of seconds")
+    if not s.etcd:
+        return s  # lease and grace mean something only in a cluster: a single host is not refused over them
+    if s.lease_ttl < 1:
+        raise ValueError(f"--lease-ttl {s.lease_ttl}: must be at least 1 second")
+    if s.grace_period <= s.lease_ttl:
+        # Peers see a silent host only when its lease ends; a grace no longer than the lease would
+        # drop its containers the moment they learn of it.
+        raise ValueError(f"--grace-period {s.grace_period} must be longer than --lease-ttl {s.lease_ttl}")
+    return s

@@ -1,7 +1,10 @@
 """The few Docker Engine API calls pynet makes: from background threads and the CLI, never a handler.
 
 A request handler must never call these: dockerd is waiting for the handler's answer and may hold locks
-the API call needs (the guide's deadlock rule).  Every call is bounded by ``timeout``.
+the API call needs (the guide's deadlock rule).  Every call is bounded: the connect by CONNECT_TIMEOUT,
+the whole exchange after it by ``timeout`` (unixhttp.request's ``total``: a dockerd that accepts and
+never answers, or answers a byte at a time, costs that long and no more), the answer by MAX_ANSWER.
+``timeout`` is generous because creating a network makes dockerd call the plugin (pynet itself) first.
 
 The API version is negotiated, never pinned: the first call asks ``GET /version`` (a path every dockerd
 answers unversioned) and uses the daemon's own ``ApiVersion`` from then on -- dockerd 29.0-29.2 refuse
@@ -19,7 +22,9 @@ import threading
 from pynet import unixhttp
 
 MIN_API = (1, 41)  # dockerd 20.10
-TIMEOUT = 30.0
+TIMEOUT = 30.0  # seconds for one call once connected
+CONNECT_TIMEOUT = 5.0  # seconds to connect (a local socket answers at once, or is not there)
+MAX_ANSWER = 16 << 20  # bytes: GET /networks of a big host is well under this
 _VERSION = re.compile(r"^(\d{1,2})\.(\d{1,3})$")
 
 
@@ -28,16 +33,22 @@ class DockerApiError(Exception):
 
 
 class DockerApi:
-    def __init__(self, docker_host: str, timeout: float = TIMEOUT) -> None:
+    def __init__(self, docker_host: str, timeout: float = TIMEOUT, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.docker_host = docker_host
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self._version = ""
         self._lock = threading.Lock()
 
     # -- transport ---------------------------------------------------------------------
     def _raw(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
         try:
-            return unixhttp.request(unixhttp.connection(self.docker_host, self.timeout), method, path, body)
+            conn = unixhttp.connection(self.docker_host, self.connect_timeout)
+            return unixhttp.request(conn, method, path, body, total=self.timeout, limit=MAX_ANSWER)
+        except TimeoutError:
+            self._version = ""
+            raise DockerApiError(f"Docker at {self.docker_host} did not answer {method} {path} within "
+                                 f"{self.timeout:g} s (connect: {self.connect_timeout:g} s)") from None
         except (OSError, http.client.HTTPException, ValueError) as e:
             self._version = ""
             raise DockerApiError(f"cannot reach Docker at {self.docker_host}: {e}") from None

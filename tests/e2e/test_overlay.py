@@ -365,7 +365,8 @@ def test_etcd_outage_fails_new_starts_fast_and_keeps_traffic(cluster, cleanup):
 
 def test_host_leaving_its_entries_vanish_after_the_lease_ttl(make_cluster):
     ttl = 4
-    cl = make_cluster(n=3, lease_ttl=ttl)
+    # the grace period (test_partition.py) set just above the lease: entries go ttl + 1 s after c vanished
+    cl = make_cluster(n=3, lease_ttl=ttl, pynet_args=["--grace-period", str(ttl + 1)])
     a, b, c = cl.hosts
     overlay_create(a, "leave", "10.16.0.0/24")
     for h in (b, c):
