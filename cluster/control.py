@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from typing import Callable, Iterable
 
 from pynet.cluster.membership import Membership
@@ -48,6 +49,7 @@ class EtcdControlPlane:
         self._lock = threading.RLock()  # the view and the intent
         self._joined: dict[str, str] = {}  # overlay -> this host's Docker network id for it
         self._adverts: dict[tuple[str, str], Advert] = {}  # (overlay, endpoint) -> advert
+        self._names: dict[str, tuple[str, ...]] = {}  # endpoint -> its DNS names (clusterdns/docker_names.py)
         self._listeners: list[Callable[[Changes], None]] = []
         self._housekeeping = threading.Lock()
         self._generation = -1  # lease generation the adverts were last written with
@@ -88,13 +90,39 @@ class EtcdControlPlane:
         advert = Advert(overlay=endpoint.overlay, host=self.host_id, endpoint=endpoint.endpoint_id,
                         mac=endpoint.mac, vtep=self.vtep, ips=tuple(endpoint.ips))
         with self._lock:
+            advert = replace(advert, names=self._names.get(endpoint.endpoint_id, ()))
             self._adverts[(endpoint.overlay, endpoint.endpoint_id)] = advert
         self._put_advert(advert, self.membership.current())
 
     def withdraw(self, overlay: str, endpoint_id: str) -> None:
         with self._lock:
             self._adverts.pop((overlay, endpoint_id), None)
+            if not any(eid == endpoint_id for _, eid in self._adverts):
+                self._names.pop(endpoint_id, None)
         self.registry.withdraw(overlay, endpoint_id)
+
+    # -- DNS names (not in the port: they come from the Docker API, in the background) ------
+    def local_endpoints(self) -> set[str]:
+        """The ids of the endpoints this host advertises."""
+        with self._lock:
+            return {eid for _, eid in self._adverts}
+
+    def name(self, endpoint_id: str, names: tuple[str, ...]) -> None:
+        """Give a local endpoint's adverts its DNS names (intent first, like ``advertise``)."""
+        with self._lock:
+            if self._names.get(endpoint_id) == names:
+                return
+            self._names[endpoint_id] = names
+            changed = {k: replace(a, names=names) for k, a in self._adverts.items() if k[1] == endpoint_id}
+            self._adverts.update(changed)
+        lease = self.membership.current()
+        for advert in changed.values():
+            self._put_advert(advert, lease)
+
+    def names_view(self) -> tuple[int, list[Advert]]:
+        """(revision, every advert of the cluster) as the watch has seen it: what the resolver answers from."""
+        with self._lock:
+            return self.view.revision, self.view.all_adverts()
 
     def _put_advert(self, advert: Advert, lease: int) -> None:
         try:

@@ -72,10 +72,14 @@ class Advert:
     mac: str
     vtep: str
     ips: tuple[str, ...] = ()  # plain addresses, v4 and/or v6
+    # DNS names of the container (name, aliases, hostname, compose service), lower case, learnt from the
+    # local Docker API in the background (clusterdns/docker_names.py); () until then.
+    names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ips"] = list(self.ips)
+        d["names"] = list(self.names)
         return d
 
 

@@ -80,18 +80,34 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     network = NetworkService(store, links, IptablesFirewall(), overlays=overlays)
     ipam = IpamService(shared, settings.default_pools, host_id=host_id, journal=store)
     services = Services(network, ipam, health, supervisor=supervisor)
+    dns = _cluster_dns(settings, control, links)
     log.info("multi-host: host %s, VTEP %s, etcd %s", host_id, settings.vtep_address, settings.etcd)
 
     def after_replay() -> None:
         control.start(supervisor, DockerApi(settings.docker_host))
+        if dns is not None:
+            dns.start_names(supervisor, DockerApi(settings.docker_host))
         supervisor.every("ipam-journal", JOURNAL_REPLAY, ipam.replay_deferred, first=JOURNAL_REPLAY)
 
     def start() -> None:
         supervisor.spawn(RECONCILER, reconciler.run)
+        if dns is not None:
+            dns.start(supervisor)
         _start(services, supervisor, after_replay)
 
     services.start = start
     return services
+
+
+def _cluster_dns(settings, control, links):
+    """The cluster resolver (clusterdns/), None with --dns-address off."""
+    from pynet.clusterdns.service import ClusterDns, parse_address
+
+    address = parse_address(settings.dns_address)
+    if address is None:
+        return None
+    log.info("cluster DNS on %s (forwarding to the resolvers of %s)", address, settings.dns_resolv_conf)
+    return ClusterDns(address, control, links, settings.dns_resolv_conf)
 
 
 def _start(services: Services, supervisor: Supervisor, after_replay: Callable[[], None]) -> None:

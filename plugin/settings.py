@@ -19,6 +19,8 @@ class Settings:
     threads: int = 16
     docker_host: str = "unix:///var/run/docker.sock"
     lease_ttl: int = 15
+    dns_address: str = "169.254.53.53"  # the cluster resolver's address (clusterdns/), "off": none
+    dns_resolv_conf: str = "/etc/resolv.conf"  # where it finds the host's own resolvers
 
     @property
     def driver_name(self) -> str:
@@ -37,6 +39,8 @@ ENVIRONMENT = {
     "threads": "PYNET_THREADS",
     "docker_host": "PYNET_DOCKER_HOST",
     "lease_ttl": "PYNET_LEASE_TTL",
+    "dns_address": "PYNET_DNS_ADDRESS",
+    "dns_resolv_conf": "PYNET_DNS_RESOLV_CONF",
 }
 INTEGERS = {"threads", "lease_ttl"}
 

@@ -107,6 +107,24 @@ class LinkOps:
             self._call(f"remove stray address {cidr} from", link.name, self._ipr.addr, "del", index=link.index,
                        address=ip, prefixlen=int(plen))
 
+    # -- dummy (the cluster DNS's address) -------------------------------------
+    @owned
+    def ensure_dummy(self, name: str, addresses: tuple[str, ...]) -> bool:
+        """A dummy link ``name``, up, holding exactly ``addresses`` (CIDRs); True if it created it.
+        A link of that name of another kind is replaced: the name is pynet's."""
+        link = self._get(name)
+        if link and link.kind != "dummy":
+            log.warning("replacing link %s: it is a %s, not a dummy", name, link.kind)
+            self._delete(name)
+            link = None
+        created = link is None
+        if created:
+            self._call("create dummy link", name, self._ipr.link, "add", ifname=name, kind="dummy")
+            link = self._get(name)
+        self._call("bring up", name, self._ipr.link, "set", index=link.index, state="up")
+        self._sync_addresses(link, addresses, prune=True)
+        return created
+
     # -- veth --------------------------------------------------------------------
     @owned
     def ensure_veth(self, spec: VethSpec) -> bool:

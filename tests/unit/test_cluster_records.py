@@ -107,3 +107,29 @@ def test_a_docker_body_with_anything_else_is_refused(change, reason):
     rec = Overlay("demo", 4242, ipv4=POOLS, origin=H).to_dict()
     with pytest.raises(InvalidRecord, match=reason):
         records.overlay("demo", {**rec, "docker": {**described, **change}})
+
+
+def test_advert_names_decode_and_default_to_none():
+    named = {**GOOD_ADVERT, "names": ["api", "backend", "api.demo", "my_svc-1"]}
+    assert records.advert(("demo", H, EID), named).names == ("api", "backend", "api.demo", "my_svc-1")
+    older = {k: v for k, v in GOOD_ADVERT.items() if k != "names"}  # an advert of a pynet without DNS
+    assert records.advert(("demo", H, EID), older).names == ()
+
+
+@pytest.mark.parametrize("names, reason", [
+    ("api", "not a list"),
+    (["x"] * 33, "at most 32"),
+    (["API"], "'API' is not a lower-case DNS name"),
+    (["api."], "is not a lower-case DNS name"),
+    ([""], "is not a lower-case DNS name"),
+    (["a" * 64], "is not a lower-case DNS name"),
+    (["-api"], "is not a lower-case DNS name"),
+    (["api\x00.evil"], "is not a lower-case DNS name"),
+    (["a b"], "is not a lower-case DNS name"),
+    ([".".join(["a" * 60] * 5)], "is not a lower-case DNS name"),  # 304 > 253 characters
+    ([7], "advert name is not a string"),
+    (["*"], "is not a lower-case DNS name"),
+])
+def test_hostile_advert_names_are_refused(names, reason):
+    with pytest.raises(InvalidRecord, match=re.escape(reason)):
+        records.advert(("demo", H, EID), {**GOOD_ADVERT, "names": names})
