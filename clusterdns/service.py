@@ -1,14 +1,15 @@
 """The cluster DNS of one host, wired: its address, its table, its loops (started by plugin/compose.py).
 
-The resolver's address lives on a dummy link of its own (``LINK``, /32 or /128), the way node-local DNS
-caches do it: it is a local address of the host, so a container reaches it through its own gateway (the
-host routes it in; an --internal overlay gets a static route to it in Join), and it is one object to
-look at or remove, never an edit of ``lo``.  A host firewall whose INPUT policy drops must accept UDP and
-TCP 53 to this address from pynet's bridges (README).
+The resolver's address is a /32 (/128) on ``lo``: a local address of the host, so a container reaches it
+through its own gateway (the host routes it in; an --internal overlay, which has no default route, gets a
+static route to it through its gateway in Join).  ``lo`` rather than a dummy link of pynet's own (what
+node-local DNS caches use) because the dummy driver is not in every kernel (not in this machine's); the
+address is only ever added, never removed, so nothing else on ``lo`` is touched.  A host firewall whose
+INPUT policy drops must accept UDP and TCP 53 to this address from pynet's bridges (README).
 
 Loops, under the supervisor (each in /Pynet.Health):
     dns-udp, dns-tcp   the resolver (server.py); they bind with FREEBIND, so the address may come later
-    dns-address        keeps the dummy link and its address (every 10 s: a deleted link comes back)
+    dns-address        keeps the address on lo (every 10 s: a removed address comes back)
     dns-names          the local containers' names into their adverts (docker_names.py), every second
 """
 
@@ -24,7 +25,7 @@ from pynet.clusterdns.upstream import Upstreams
 from pynet.errors import BadRequest
 
 log = logging.getLogger("pynet.dns")
-LINK = "pynet-dns"  # not "pn...": that prefix is the networks' links
+LINK = "lo"
 DEFAULT_ADDRESS = "169.254.53.53"
 OFF = "off"
 ADDRESS_CHECK = 10.0
@@ -70,7 +71,7 @@ class ClusterDns:
         return f"{self.address}/{32 if ':' not in self.address else 128}"
 
     def ensure_address(self) -> None:
-        if self.links.ensure_dummy(LINK, (self.cidr(),)):
+        if self.links.ensure_address(LINK, self.cidr()):
             log.info("cluster DNS address %s on link %s", self.address, LINK)
 
     def start(self, supervisor) -> None:

@@ -89,7 +89,8 @@ class Cluster:
     ``lease_ttl`` is passed as ``--lease-ttl``; ``pynet_args`` are appended to every host's pynet."""
 
     def __init__(self, workdir: Path, n: int = 2, lease_ttl: float | None = 15, pynet: bool = True,
-                 iperf: bool = False, pynet_args: Sequence[str] = (), pynet_env: dict | None = None):
+                 iperf: bool = False, pynet_args: Sequence[str] = (), pynet_env: dict | None = None,
+                 daemon_config: dict | None = None):
         if not 1 <= n <= len(HOST_NAMES):
             raise ValueError(f"1..{len(HOST_NAMES)} hosts")
         self.workdir = Path(workdir).absolute()
@@ -100,7 +101,8 @@ class Cluster:
         self.extra_pynet_args = list(pynet_args)
         self.pynet_env = pynet_env
         self.underlay = Underlay("u", self.workdir / "u")
-        self.hosts: list[DockerHost] = [DockerHost(HOST_NAMES[i], self.workdir / HOST_NAMES[i]) for i in range(n)]
+        self.hosts: list[DockerHost] = [DockerHost(HOST_NAMES[i], self.workdir / HOST_NAMES[i],
+                                                   daemon_config=daemon_config) for i in range(n)]
         self.etcd: EtcdProcess | None = None
         self._started = False
         self._stopped = False

@@ -76,11 +76,12 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     shared = open_cluster_store(settings.etcd)
     control = EtcdControlPlane(shared, host_id, settings.vtep_address, settings.lease_ttl, health)
     reconciler = Reconciler(health)
-    overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address)
+    dns = _cluster_dns(settings, control, links)
+    overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address,
+                               dns_address=dns.address if dns is not None else "")
     network = NetworkService(store, links, IptablesFirewall(), overlays=overlays)
     ipam = IpamService(shared, settings.default_pools, host_id=host_id, journal=store)
     services = Services(network, ipam, health, supervisor=supervisor)
-    dns = _cluster_dns(settings, control, links)
     log.info("multi-host: host %s, VTEP %s, etcd %s", host_id, settings.vtep_address, settings.etcd)
 
     def after_replay() -> None:

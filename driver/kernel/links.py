@@ -107,23 +107,19 @@ class LinkOps:
             self._call(f"remove stray address {cidr} from", link.name, self._ipr.addr, "del", index=link.index,
                        address=ip, prefixlen=int(plen))
 
-    # -- dummy (the cluster DNS's address) -------------------------------------
+    # -- a host-local address (the cluster DNS's) ------------------------------
     @owned
-    def ensure_dummy(self, name: str, addresses: tuple[str, ...]) -> bool:
-        """A dummy link ``name``, up, holding exactly ``addresses`` (CIDRs); True if it created it.
-        A link of that name of another kind is replaced: the name is pynet's."""
+    def ensure_address(self, name: str, cidr: str) -> bool:
+        """``cidr`` on link ``name`` (other addresses untouched); True if it added it."""
         link = self._get(name)
-        if link and link.kind != "dummy":
-            log.warning("replacing link %s: it is a %s, not a dummy", name, link.kind)
-            self._delete(name)
-            link = None
-        created = link is None
-        if created:
-            self._call("create dummy link", name, self._ipr.link, "add", ifname=name, kind="dummy")
-            link = self._get(name)
-        self._call("bring up", name, self._ipr.link, "set", index=link.index, state="up")
-        self._sync_addresses(link, addresses, prune=True)
-        return created
+        if link is None:
+            raise KernelError(f"could not add address {cidr}: no link {name!r}")
+        if cidr in self._addresses(link.index):
+            return False
+        ip, plen = cidr.split("/")
+        self._call(f"add address {cidr} to", name, self._ipr.addr, "add", index=link.index, address=ip,
+                   prefixlen=int(plen), flags=IFA_F_NODAD if ":" in ip else 0)
+        return True
 
     # -- veth --------------------------------------------------------------------
     @owned
