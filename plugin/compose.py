@@ -14,6 +14,7 @@ Background work, all under one Supervisor (pynet/background.py), each loop visib
                     plane knows this host's intent before it tidies etcd
     firewall-order  keeps pynet's jumps in front after dockerd re-inserted its own (every 10 s)
     ipam-journal    applies IPAM releases deferred while etcd was unreachable (every 10 s)
+    dns-*           the cluster resolver (clusterdns/service.py), unless --dns-address off
 """
 
 from __future__ import annotations
