@@ -47,7 +47,7 @@ def text(value, what: str, pattern: re.Pattern | None = None, empty: bool = Fals
         raise InvalidRecord(f"{what} is not a string")
     if value == "" and empty:
         return value
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):  # not match: "$" also matches before a final "\n"
         raise InvalidRecord(f"{what} {value[:80]!r} is not valid")
     return value
 
@@ -190,7 +190,7 @@ def advert(key: tuple[str, str, str], value) -> Advert:
 def dns_name(value, what: str) -> str:
     """A DNS name in pynet's canonical form (lower case, no trailing dot), or InvalidRecord."""
     text(value, what)
-    if not value or len(value) > 253 or not all(DNS_LABEL.match(label) for label in value.split(".")):
+    if not value or len(value) > 253 or not all(DNS_LABEL.fullmatch(label) for label in value.split(".")):
         raise InvalidRecord(f"{what} {value[:80]!r} is not a lower-case DNS name")
     return value
 

@@ -44,6 +44,8 @@ def test_good_records_decode():
     ({"host": "$(reboot)"}, "advert host '$(reboot)' is not valid"),
     ({"overlay": "demo; rm -rf /"}, "is not valid"),
     ({"mac": 42}, "advert MAC is not a string"),
+    ({"overlay": "demo\n"}, "is not valid"),  # "$" matches before a final newline: fullmatch does not
+    ({"mac": "02:42:0a:0a:00:02\n"}, "is not valid"),
 ])
 def test_hostile_adverts_are_refused_by_field(change, reason):
     with pytest.raises(InvalidRecord, match=re.escape(reason)):
@@ -129,6 +131,8 @@ def test_advert_names_decode_and_default_to_none():
     ([".".join(["a" * 60] * 5)], "is not a lower-case DNS name"),  # 304 > 253 characters
     ([7], "advert name is not a string"),
     (["*"], "is not a lower-case DNS name"),
+    (["api\n"], "is not a lower-case DNS name"),  # a regex "$" alone would let the newline through
+    (["evil\n.example"], "is not a lower-case DNS name"),
 ])
 def test_hostile_advert_names_are_refused(names, reason):
     with pytest.raises(InvalidRecord, match=re.escape(reason)):

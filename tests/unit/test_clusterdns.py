@@ -276,3 +276,19 @@ def test_dns_address_setting(value, want):
 def test_bad_dns_addresses_are_refused_by_name(value):
     with pytest.raises(BadRequest, match="--dns-address"):
         parse_address(value)
+
+
+def test_a_hostile_name_in_etcd_is_refused_and_the_rest_still_resolves():
+    store = MemoryStore()
+    control = EtcdControlPlane(store, H1, "192.0.2.1")
+    good = Advert("demo", H2, E[2], "02:00:00:00:00:02", "192.0.2.2", ("10.10.0.3",), ("api",))
+    client = Advert("demo", H1, E[1], "02:00:00:00:00:01", "192.0.2.1", ("10.10.0.2",), ("client",))
+    hostile = {**Advert("demo", H2, E[3], "02:00:00:00:00:03", "192.0.2.2", ("10.10.0.4",)).to_dict(),
+               "names": ["api", "evil\n.example"]}
+    for advert in (good, client):
+        store.create(keys.advert("demo", advert.host, advert.endpoint), advert.to_dict())
+    store.create(keys.advert("demo", H2, E[3]), hostile)
+    control.load()
+    table = LiveTable(control)()
+    assert table.lookup("10.10.0.2", "api").v4 == ("10.10.0.3",)  # not poisoned with 10.10.0.4
+    assert control.health.rejected_count("endpoints") == 1
