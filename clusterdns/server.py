@@ -9,8 +9,8 @@ dropped: nothing is sent back to what may be a spoofed source.
 
 The UDP loop answers table hits inline (microseconds) and hands forwarding to a small pool, bounded by
 ``MAX_PENDING`` queued queries beyond which new ones are dropped (a client retries), so a slow upstream
-never delays overlay names.  TCP connections (a client that got a truncated answer) are served by the
-same pool, each bounded by ``TCP_IDLE``.
+never delays overlay names.  TCP connections (a client that got a truncated answer) are served by a pool
+of their own (so idle connections cannot starve forwarding), each bounded by ``TCP_IDLE``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pynet.clusterdns.table import NameTable
 log = logging.getLogger("pynet.dns")
 TTL = 5  # seconds: a client that caches finds a moved or re-created container again this soon
 WORKERS = 8
+TCP_WORKERS = 4
 MAX_PENDING = 256
 TCP_IDLE = 5.0
 MAX_ANSWERS = 32
@@ -135,7 +136,9 @@ class Servers:
         self.resolver = resolver
         self.address = address
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="pynet-dns")
+        self._tcp_pool = ThreadPoolExecutor(max_workers=TCP_WORKERS, thread_name_prefix="pynet-dns-tcp")
         self._pending = threading.BoundedSemaphore(MAX_PENDING)
+        self._tcp_pending = threading.BoundedSemaphore(TCP_WORKERS * 4)
         self.dropped = 0
 
     def udp(self, ctx) -> None:
@@ -149,7 +152,7 @@ class Servers:
                     continue
                 verdict = self.resolver.answer(wire, peer[0])
                 if verdict is FORWARD:
-                    self._submit(self._forward_udp, s, wire, peer)
+                    self._submit(self._pool, self._pending, self._forward_udp, s, wire, peer)
                 elif verdict is not None:
                     _send(s, verdict, peer)
 
@@ -167,7 +170,7 @@ class Servers:
                     conn, peer = s.accept()
                 except (socket.timeout, TimeoutError):
                     continue
-                if not self._submit(self._serve_tcp, conn, peer):
+                if not self._submit(self._tcp_pool, self._tcp_pending, self._serve_tcp, conn, peer):
                     conn.close()
 
     def _serve_tcp(self, conn: socket.socket, peer) -> None:
@@ -186,8 +189,8 @@ class Servers:
             except OSError:
                 return
 
-    def _submit(self, fn, *args) -> bool:
-        if not self._pending.acquire(blocking=False):
+    def _submit(self, pool: ThreadPoolExecutor, pending: threading.BoundedSemaphore, fn, *args) -> bool:
+        if not pending.acquire(blocking=False):
             self.dropped += 1
             return False
 
@@ -197,9 +200,9 @@ class Servers:
             except Exception:
                 log.exception("cluster DNS: a query failed")
             finally:
-                self._pending.release()
+                pending.release()
 
-        self._pool.submit(run)
+        pool.submit(run)
         return True
 
 

@@ -292,3 +292,50 @@ def test_a_hostile_name_in_etcd_is_refused_and_the_rest_still_resolves():
     table = LiveTable(control)()
     assert table.lookup("10.10.0.2", "api").v4 == ("10.10.0.3",)  # not poisoned with 10.10.0.4
     assert control.health.rejected_count("endpoints") == 1
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_udp_and_tcp_loops_answer_and_forward_on_loopback(monkeypatch):
+    from pynet.background import Context
+    from pynet.clusterdns import server
+    from pynet.health import Health
+
+    port = _free_port()
+    monkeypatch.setattr(upstream, "PORT", port)  # the resolver's own port here (bind() uses it)
+    nx = {}
+
+    def forward(wire, servers, tcp=False):
+        r = dns.message.make_response(dns.message.from_wire(wire))
+        r.set_rcode(dns.rcode.NXDOMAIN)
+        nx["tcp" if tcp else "udp"] = True
+        return upstream.Outcome(r.to_wire())
+
+    local = [ad(H1, 1, "127.0.0.1", ("client",)), ad(H2, 2, "10.10.0.3", ("api",))]  # the test asks from 127.0.0.1
+    servers = server.Servers(resolver(local, forward=forward), "127.0.0.1")
+    stop = threading.Event()
+    loops = [threading.Thread(target=fn, args=(Context(name, stop, Health()),), daemon=True)
+             for name, fn in (("udp", servers.udp), ("tcp", servers.tcp))]
+    for t in loops:
+        t.start()
+    try:
+        import dns.query
+        import time as _time
+        _time.sleep(0.3)
+        r = dns.query.udp(dns.message.make_query("api", "A"), "127.0.0.1", port=port, timeout=2)
+        assert [x.address for x in r.answer[0]] == ["10.10.0.3"]
+        r = dns.query.tcp(dns.message.make_query("api", "A"), "127.0.0.1", port=port, timeout=2)
+        assert [x.address for x in r.answer[0]] == ["10.10.0.3"]
+        r = dns.query.udp(dns.message.make_query("else.example", "A"), "127.0.0.1", port=port, timeout=2)
+        assert r.rcode() == dns.rcode.NXDOMAIN and nx == {"udp": True}
+        r = dns.query.tcp(dns.message.make_query("else.example", "A"), "127.0.0.1", port=port, timeout=2)
+        assert r.rcode() == dns.rcode.NXDOMAIN and nx == {"udp": True, "tcp": True}
+    finally:
+        stop.set()
+        for t in loops:
+            t.join(3)
+    assert not any(t.is_alive() for t in loops)
