@@ -89,10 +89,17 @@ class EtcdControlPlane:
     def advertise(self, endpoint: LocalEndpoint) -> None:
         advert = Advert(overlay=endpoint.overlay, host=self.host_id, endpoint=endpoint.endpoint_id,
                         mac=endpoint.mac, vtep=self.vtep, ips=tuple(endpoint.ips))
+        key = (endpoint.overlay, endpoint.endpoint_id)
         with self._lock:
+            named = endpoint.endpoint_id in self._names
             advert = replace(advert, names=self._names.get(endpoint.endpoint_id, ()))
-            self._adverts[(endpoint.overlay, endpoint.endpoint_id)] = advert
-        self._put_advert(advert, self.membership.current())
+            self._adverts[key] = advert
+        written = self._put_advert(advert, self.membership.current(), keep_names=not named)
+        if written.names != advert.names:  # the names etcd had (a restart): until Docker is asked again
+            with self._lock:
+                if self._adverts.get(key) == advert:
+                    self._adverts[key] = written
+                self._names.setdefault(endpoint.endpoint_id, written.names)
 
     def withdraw(self, overlay: str, endpoint_id: str) -> None:
         with self._lock:
@@ -124,11 +131,11 @@ class EtcdControlPlane:
         with self._lock:
             return self.view.revision, self.view.all_adverts()
 
-    def _put_advert(self, advert: Advert, lease: int) -> None:
+    def _put_advert(self, advert: Advert, lease: int, keep_names: bool = False) -> Advert:
         try:
-            self.registry.advertise(advert, lease)
+            return self.registry.advertise(advert, lease, keep_names)
         except LeaseNotFound:  # expired while etcd was away; the keep-alive has not noticed yet
-            self.registry.advertise(advert, self.membership.replace(lease))
+            return self.registry.advertise(advert, self.membership.replace(lease), keep_names)
 
     # -- the port: what the reconciler reads ----------------------------------------------
     def remotes(self, overlay: str, macs: Iterable[str] | None = None) -> dict[str, Remote] | None:

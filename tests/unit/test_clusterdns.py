@@ -339,3 +339,17 @@ def test_the_udp_and_tcp_loops_answer_and_forward_on_loopback(monkeypatch):
         for t in loops:
             t.join(3)
     assert not any(t.is_alive() for t in loops)
+
+
+def test_a_restarted_pynet_advertises_again_without_losing_the_names():
+    store, control = plane()
+    DockerNames(control, FakeDocker([INSPECTED])).step()
+    names = tuple(store.get(keys.advert("demo", H1, E[2])).value["names"])
+    restarted = EtcdControlPlane(store, H1, "192.0.2.1")  # knows no names yet (Docker not asked)
+    restarted.advertise(LocalEndpoint("demo", E[2], "02:00:00:00:00:02", ("10.10.0.3",)))
+    assert tuple(store.get(keys.advert("demo", H1, E[2])).value["names"]) == names
+    assert restarted._adverts[("demo", E[2])].names == names  # housekeeping will not strip them
+    # another container behind the same endpoint id (not a real case) or a new MAC: no names carried over
+    other = EtcdControlPlane(store, H1, "192.0.2.1")
+    other.advertise(LocalEndpoint("demo", E[2], "02:00:00:00:00:09", ("10.10.0.3",)))
+    assert store.get(keys.advert("demo", H1, E[2])).value["names"] == []
