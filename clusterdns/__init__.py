@@ -12,7 +12,7 @@ Docker cannot answer, and the source address tells it which container asks:
     table.py         (pure) the answers: (overlay, name) -> addresses, container address -> overlays
     server.py        UDP and TCP on the resolver's address: answer from the table or forward
     upstream.py      the host's own resolvers (resolv.conf, re-read when it changes), forwarded to raw
-    service.py       wiring: the address on a dummy link, the loops under the supervisor
+    service.py       wiring: the address (a /32 on lo), the loops under the supervisor
 
 The wire format is dnspython's (dns.message): the most complete and best-kept DNS library for Python
 (RFC-complete parsing and rendering, EDNS, strict about malformed input, maintained since 2003, used by
