@@ -93,10 +93,17 @@ def _check_multi_host(settings: Settings) -> Settings:
     from pynet.driver.kernel.links import Links
     from pynet.store.etcd import parse_endpoints
 
+    from pynet.clusterdns.service import parse_address
+    from pynet.errors import BadRequest
+
     try:
         parse_endpoints(settings.etcd)
     except ValueError as exc:
         raise SystemExit(f"pynet: --etcd: {exc}") from None
+    try:
+        parse_address(settings.dns_address)
+    except BadRequest as exc:
+        raise SystemExit(f"pynet: {exc}") from None
     links = Links()
     vtep = settings.vtep_address
     try:

@@ -353,3 +353,11 @@ def test_a_restarted_pynet_advertises_again_without_losing_the_names():
     other = EtcdControlPlane(store, H1, "192.0.2.1")
     other.advertise(LocalEndpoint("demo", E[2], "02:00:00:00:00:09", ("10.10.0.3",)))
     assert store.get(keys.advert("demo", H1, E[2])).value["names"] == []
+
+
+def test_pynet_serve_refuses_a_bad_dns_address_before_it_starts():
+    from pynet.plugin.server import _check_multi_host
+    from pynet.plugin.settings import Settings
+
+    with pytest.raises(SystemExit, match=r"--dns-address 'not-an-ip' is neither an IP address nor 'off'"):
+        _check_multi_host(Settings(etcd="http://127.0.0.1:2379", dns_address="not-an-ip"))
