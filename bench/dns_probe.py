@@ -4,6 +4,7 @@
     python -m bench.dns_probe qps SERVER NAME SECONDS WINDOW   WINDOW queries in flight: answers per second
 
 Prints one JSON object.  Every loop is bounded by its count or its seconds; each query waits at most 2 s.
+(dnslib, the library pynet itself uses.)
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ import socket
 import sys
 import time
 
-import dns.message
-import dns.rcode
+from dnslib import QTYPE, RCODE, DNSRecord
 
 TIMEOUT = 2.0
 
 
 def _query(name: str, qid: int) -> bytes:
-    q = dns.message.make_query(name, "A")
-    q.id = qid
-    return q.to_wire()
+    q = DNSRecord.question(name, "A")
+    q.header.id = qid
+    return q.pack()
 
 
 def latency(server: str, name: str, count: int) -> dict:
@@ -45,11 +45,11 @@ def latency(server: str, name: str, count: int) -> dict:
             failures += 1
             continue
         samples.append(time.perf_counter() - t0)
-        r = dns.message.from_wire(wire)
-        if r.rcode() != dns.rcode.NOERROR or not r.answer:
+        r = DNSRecord.parse(wire)
+        if r.header.rcode != RCODE.NOERROR or not r.rr:
             failures += 1
         else:
-            answers |= {rr.address for rrset in r.answer for rr in rrset if hasattr(rr, "address")}
+            answers |= {str(rr.rdata) for rr in r.rr if rr.rtype == QTYPE.A}
     return {"samples_s": samples, "failures": failures, "answers": sorted(answers)}
 
 

@@ -22,14 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.opcode
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
+from dnslib import AAAA, CLASS, OPCODE, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 from pynet.clusterdns import upstream
 from pynet.clusterdns.table import NameTable
@@ -54,25 +47,23 @@ class Resolver:
 
     def answer(self, wire: bytes, source: str, tcp: bool = False):
         """Response bytes, FORWARD, or None (drop)."""
-        try:
-            query = dns.message.from_wire(wire)
-        except (dns.exception.DNSException, ValueError, struct.error):
-            return None
-        if query.flags & dns.flags.QR:
-            return None  # a response, not a query: never answered (reflection)
-        if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
+        query = _parse(wire)
+        if query is None or query.header.qr:
+            return None  # garbage, or a response rather than a query: never answered (reflection)
+        if query.header.opcode != OPCODE.QUERY or len(query.questions) != 1:
             return FORWARD
-        q = query.question[0]
-        if q.rdclass != dns.rdataclass.IN:
+        q = query.q
+        if q.qclass != CLASS.IN:
             return FORWARD
-        found = self.table().lookup(source, q.name.to_text(omit_final_dot=True))
+        found = self.table().lookup(source, str(q.qname))
         if found is None:
             return FORWARD
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA | dns.flags.RA
-        for rdtype, ips in ((dns.rdatatype.A, found.v4), (dns.rdatatype.AAAA, found.v6)):
-            if ips and q.rdtype in (rdtype, dns.rdatatype.ANY):
-                response.answer.append(dns.rrset.from_text_list(q.name, TTL, "IN", rdtype, ips[:MAX_ANSWERS]))
+        response = query.reply()  # QR, AA, RA; the id, RD and the question copied
+        response.header.rcode = RCODE.NOERROR
+        for qtype, rdata, ips in ((QTYPE.A, A, found.v4), (QTYPE.AAAA, AAAA, found.v6)):
+            if q.qtype in (qtype, QTYPE.ANY):
+                for ip in ips[:MAX_ANSWERS]:
+                    response.add_answer(RR(q.qname, qtype, rdata=rdata(ip), ttl=TTL))
         return _render(response, query, tcp)
 
     def resolve(self, wire: bytes, source: str, tcp: bool = False) -> bytes | None:
@@ -86,25 +77,32 @@ class Resolver:
         return _servfail(wire)
 
 
-def _render(response: dns.message.Message, query: dns.message.Message, tcp: bool) -> bytes:
-    limit = 65535 if tcp else max(UDP_PLAIN, query.payload if query.edns >= 0 else UDP_PLAIN)
+def _parse(wire: bytes) -> DNSRecord | None:
     try:
-        return response.to_wire(max_size=limit)
-    except dns.exception.TooBig:  # over UDP: say so, the client asks again over TCP
-        response.answer = []
-        response.flags |= dns.flags.TC
-        return response.to_wire(max_size=limit)
+        return DNSRecord.parse(wire)
+    except (DNSError, ValueError, IndexError, UnicodeError):  # dnslib's own, and what slips past it
+        return None
+
+
+def _render(response: DNSRecord, query: DNSRecord, tcp: bool) -> bytes:
+    edns = [rr.rclass for rr in query.ar if rr.rtype == QTYPE.OPT]  # an OPT record's class: its UDP size
+    limit = 65535 if tcp else max(UDP_PLAIN, edns[0] if edns else UDP_PLAIN)
+    wire = bytes(response.pack())
+    if len(wire) > limit:  # over UDP: say so, the client asks again over TCP
+        response.rr = []
+        response.header.tc = 1
+        wire = bytes(response.pack())
+    return wire
 
 
 def _servfail(wire: bytes) -> bytes | None:
-    try:
-        query = dns.message.from_wire(wire)
-    except (dns.exception.DNSException, ValueError, struct.error):
+    query = _parse(wire)
+    if query is None:
         return None
-    response = dns.message.make_response(query)
-    response.set_rcode(dns.rcode.SERVFAIL)
-    response.flags |= dns.flags.RA
-    return response.to_wire()
+    response = query.reply()
+    response.header.aa = 0
+    response.header.rcode = RCODE.SERVFAIL
+    return bytes(response.pack())
 
 
 # -- the sockets ------------------------------------------------------------------------------

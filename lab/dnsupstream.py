@@ -19,9 +19,7 @@ SILENT = "silent"
 
 
 def serve(address: str, names: dict[str, str]) -> None:
-    import dns.message
-    import dns.rcode
-    import dns.rrset
+    from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -29,18 +27,19 @@ def serve(address: str, names: dict[str, str]) -> None:
     while True:
         wire, peer = s.recvfrom(4096)
         try:
-            q = dns.message.from_wire(wire)
-            name = q.question[0].name.to_text(omit_final_dot=True).lower()
+            q = DNSRecord.parse(wire)
+            name = str(q.q.qname).rstrip(".").lower()
         except Exception:
             continue
         if names.get(name) == SILENT:
             continue
-        r = dns.message.make_response(q)
-        if name in names and q.question[0].rdtype == 1:  # A; other types of the name: no data
-            r.answer.append(dns.rrset.from_text(q.question[0].name, 30, "IN", "A", names[name]))
+        r = q.reply()
+        r.header.aa = 1
+        if name in names and q.q.qtype == QTYPE.A:  # other types of the name: no data
+            r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(names[name]), ttl=30))
         elif name not in names:
-            r.set_rcode(dns.rcode.NXDOMAIN)
-        s.sendto(r.to_wire(), peer)
+            r.header.rcode = RCODE.NXDOMAIN
+        s.sendto(r.pack(), peer)
 
 
 class UpstreamDns:
