@@ -371,15 +371,22 @@ def test_pynet_serve_refuses_a_bad_dns_address_before_it_starts():
         _check_multi_host(Settings(etcd="http://127.0.0.1:2379", dns_address="not-an-ip"))
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+def test_no_datagram_crashes_the_resolver():
+    """Random bytes, and valid queries with bytes overwritten: dropped, forwarded or answered, never raised
+    (a seeded generator: the same 3,000 cases every run)."""
+    import random
 
-
-@settings(max_examples=400, deadline=None)
-@given(st.binary(max_size=300), st.integers(0, 299), st.binary(min_size=1, max_size=8))
-def test_no_datagram_crashes_the_resolver(noise, at, patch):
-    """Random bytes, and valid queries with bytes overwritten: dropped, forwarded or answered, never raised."""
-    base = bytearray(query("backend", "A"))
-    base[at % len(base):at % len(base) + len(patch)] = patch
-    for wire in (noise, bytes(base)):
-        verdict = resolver(forward=lambda w, s, tcp=False: upstream.Outcome(None)).answer(wire, "10.10.0.2")
-        assert verdict is None or verdict is FORWARD or isinstance(verdict, bytes)
+    rng = random.Random(13)
+    r = resolver(forward=lambda w, s, tcp=False: upstream.Outcome(None))
+    valid = [query(n, t) for n in ("backend", "api.demo", "x" * 63) for t in ("A", "AAAA", "ANY", "MX")]
+    for i in range(3000):
+        if i % 3 == 0:
+            wire = rng.randbytes(rng.randrange(0, 300))
+        else:
+            wire = bytearray(rng.choice(valid))
+            for _ in range(rng.randrange(1, 4)):
+                at = rng.randrange(len(wire))
+                wire[at:at + 2] = rng.randbytes(rng.randrange(1, 3))
+            wire = bytes(wire)
+        verdict = r.answer(wire, "10.10.0.2")
+        assert verdict is None or verdict is FORWARD or isinstance(verdict, bytes), wire
