@@ -13,6 +13,7 @@ overlay ``dnsi`` with ``inner1`` on a and ``inner2`` on b.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -23,7 +24,7 @@ from pynet.lab.dnsupstream import UpstreamDns
 from pynet.lab.wait import wait_until
 from tests.e2e.conftest import CLUSTER_LEASE_TTL, Cleanup, _require_etcd
 from tests.e2e.helpers import assert_ping, run
-from tests.e2e.test_overlay import overlay_create, wait_for_network
+from tests.e2e.test_overlay import overlay_create, pynet_health, wait_for_network
 
 pytestmark = pytest.mark.e2e
 
@@ -124,6 +125,29 @@ def test_an_internal_overlay_resolves_through_its_static_route(dns_cluster, scen
     assert wait_lookup(b, "inner2", "inner1", [scene["inner1"]]) == [scene["inner1"]]
     assert_ping(b, "inner2", "inner1.dnsi", wait=2)
     assert lookup(b, "inner2", "api") == []  # names of overlays it is not on: none
+
+
+def test_a_hostile_name_in_etcd_neither_crashes_nor_poisons_the_resolver(dns_cluster, scene):
+    """A record someone else wrote, claiming ``api`` for another address with a name that is no DNS name:
+    refused whole and counted, ``api`` still answers with its own address only, the DNS loops unharmed."""
+    _, b = dns_cluster.hosts
+    stranger, eid = "5" * 12, "6" * 64
+    key = f"/pynet/v1/cluster/endpoints/dnsa/{stranger}/{eid}"
+    hostile = {"overlay": "dnsa", "host": stranger, "endpoint": eid, "mac": "02:00:00:00:66:66",
+               "vtep": "192.0.2.99", "ips": ["10.53.1.250"], "names": ["api", "evil\n.api"]}
+    dns_cluster.etcdctl("put", key, json.dumps(hostile))
+    try:
+        refused = wait_until(lambda: any("not a lower-case DNS name" in r["reason"] for r in
+                                         pynet_health(b)["rejected"].get("endpoints", {}).get("last", [])), 5)
+        assert refused, pynet_health(b)
+        assert lookup(b, "worker", "api") == [scene["api"]]
+        assert lookup(b, "worker", "api", server=DNS) == [scene["api"]]
+        loops = pynet_health(b)["loops"]
+        assert {"dns-udp", "dns-tcp", "dns-names", "dns-address"} <= set(loops), loops
+        assert all(loops[n]["restarts"] == 0 and not loops[n]["consecutive_failures"]
+                   for n in ("dns-udp", "dns-tcp", "dns-address")), loops
+    finally:
+        dns_cluster.etcdctl("del", key)
 
 
 def test_external_names_are_forwarded_with_their_answer(dns_cluster, scene):
