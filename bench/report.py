@@ -210,3 +210,31 @@ def _median_or_dash(xs: list) -> str:
     xs.sort()
     m = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
     return f"{m:g}"
+
+
+DNS_KINDS = (("cross_host_via_docker", "name of a container on host A, asked on B through Docker's resolver "
+                                       "(forwarded to pynet)"),
+             ("local_via_docker", "name of a container on B, asked on B: Docker's embedded resolver alone"),
+             ("cross_host_direct", "name on host A, asked of pynet's resolver (169.254.53.53) directly"))
+
+
+def render_dns(d: dict) -> str:
+    """The "Cluster DNS" section (bench/dns.py's results)."""
+    lat, plan = d["latency"], d["plan"]
+    lines = ["### Cluster DNS", "",
+             f"Two hosts, dockerd {d.get('dockerd', '?')} with `\"dns\": [\"169.254.53.53\"]`; a probe in a "
+             f"container's network namespace, one query at a time, {plan['rounds']} interleaved rounds of "
+             f"{plan['per_round']} lookups per kind; {d.get('elapsed_s', 0):.0f} s, load average "
+             f"{d.get('loadavg_start', float('nan')):.2f} → {d.get('loadavg_end', float('nan')):.2f}.", "",
+             "| lookup | p50 | p99 | max | failures |", "|---|---:|---:|---:|---:|"]
+    for key, title in DNS_KINDS:
+        v = lat[key]
+        lines.append(f"| {title} | {v['median']:.3f} ms | {v['p99']:.3f} ms | {v['max']:.1f} ms | "
+                     f"{v['failures']} of {v['n'] + v['failures']} |")
+    lines += ["", "| pynet's resolver, one name, queries in flight | answered/s | sent | answered |",
+              "|---|---:|---:|---:|"]
+    for window, q in d["qps"].items():
+        lines.append(f"| {window} for {q['seconds']:.0f} s | {q['qps']:.0f} | {q['sent']} | {q['answered']} |")
+    lines += ["", f"`target`'s name was answered on host B {d['target_resolvable_after_s']:.2f} s after its `docker run` "
+                  "and two `docker inspect`s had returned (the time those took is not in the figure).", ""]
+    return "\n".join(lines)

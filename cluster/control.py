@@ -61,6 +61,7 @@ class EtcdControlPlane:
         self._joined: dict[str, str] = {}  # overlay -> this host's Docker network id for it
         self._adverts: dict[tuple[str, str], Advert] = {}  # (overlay, endpoint) -> advert
         self._gone: dict[tuple[str, str], Advert] = {}  # withdrawn here, tombstone not yet written
+        self._names: dict[str, tuple[str, ...]] = {}  # endpoint -> its DNS names (clusterdns/docker_names.py)
         self._listeners: list[Callable[[Changes], None]] = []
         self._housekeeping = threading.Lock()
         self._generation = -1  # lease generation the adverts were last written with
@@ -100,16 +101,26 @@ class EtcdControlPlane:
     def advertise(self, endpoint: LocalEndpoint) -> None:
         advert = Advert(overlay=endpoint.overlay, host=self.host_id, endpoint=endpoint.endpoint_id,
                         mac=endpoint.mac, vtep=self.vtep, ips=tuple(endpoint.ips))
+        key = (endpoint.overlay, endpoint.endpoint_id)
         with self._lock:
-            self._adverts[(endpoint.overlay, endpoint.endpoint_id)] = advert
-            self._gone.pop((endpoint.overlay, endpoint.endpoint_id), None)
-        self._put_advert(advert, self.membership.current())
+            named = endpoint.endpoint_id in self._names
+            advert = replace(advert, names=self._names.get(endpoint.endpoint_id, ()))
+            self._adverts[key] = advert
+            self._gone.pop(key, None)
+        written = self._put_advert(advert, self.membership.current(), keep_names=not named)
+        if written.names != advert.names:  # the names etcd had (a restart): until Docker is asked again
+            with self._lock:
+                if self._adverts.get(key) == advert:
+                    self._adverts[key] = written
+                self._names.setdefault(endpoint.endpoint_id, written.names)
 
     def withdraw(self, overlay: str, endpoint_id: str) -> None:
         with self._lock:
             advert = self._adverts.pop((overlay, endpoint_id), None)
             if advert is not None:
                 self._gone[(overlay, endpoint_id)] = advert
+            if not any(eid == endpoint_id for _, eid in self._adverts):
+                self._names.pop(endpoint_id, None)
         if advert is None:
             self.registry.withdraw(overlay, endpoint_id)
         else:
@@ -127,11 +138,34 @@ class EtcdControlPlane:
             if self._gone.get((advert.overlay, advert.endpoint)) == advert:
                 del self._gone[(advert.overlay, advert.endpoint)]
 
-    def _put_advert(self, advert: Advert, lease: int) -> None:
+    # -- DNS names (not in the port: they come from the Docker API, in the background) ------
+    def local_endpoints(self) -> set[str]:
+        """The ids of the endpoints this host advertises."""
+        with self._lock:
+            return {eid for _, eid in self._adverts}
+
+    def name(self, endpoint_id: str, names: tuple[str, ...]) -> None:
+        """Give a local endpoint's adverts its DNS names (intent first, like ``advertise``)."""
+        with self._lock:
+            if self._names.get(endpoint_id) == names:
+                return
+            self._names[endpoint_id] = names
+            changed = {k: replace(a, names=names) for k, a in self._adverts.items() if k[1] == endpoint_id}
+            self._adverts.update(changed)
+        lease = self.membership.current()
+        for advert in changed.values():
+            self._put_advert(advert, lease)
+
+    def names_view(self) -> tuple[int, list[Advert]]:
+        """(revision, every advert of the cluster) as the watch has seen it: what the resolver answers from."""
+        with self._lock:
+            return self.view.revision, self.view.all_adverts()
+
+    def _put_advert(self, advert: Advert, lease: int, keep_names: bool = False) -> Advert:
         try:
-            self.registry.advertise(advert, lease)
+            return self.registry.advertise(advert, lease, keep_names)
         except LeaseNotFound:  # expired while etcd was away; the keep-alive has not noticed yet
-            self.registry.advertise(advert, self.membership.replace(lease))
+            return self.registry.advertise(advert, self.membership.replace(lease), keep_names)
 
     # -- the port: what the reconciler reads ----------------------------------------------
     def remotes(self, overlay: str, macs: Iterable[str] | None = None) -> dict[str, Remote] | None:

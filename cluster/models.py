@@ -72,6 +72,9 @@ class Advert:
     mac: str
     vtep: str
     ips: tuple[str, ...] = ()  # plain addresses, v4 and/or v6
+    # DNS names of the container (name, aliases, hostname, compose service), lower case, learnt from the
+    # local Docker API in the background (clusterdns/docker_names.py); () until then.
+    names: tuple[str, ...] = ()
     # A tombstone: the owner removed this container and is about to delete the key.  Written first so
     # the other hosts drop it at once; a delete alone may be a lease expiry, which gets the grace
     # (cluster/view.py).
@@ -82,6 +85,7 @@ class Advert:
         d["ips"] = list(self.ips)
         if not self.withdrawn:
             del d["withdrawn"]  # a live advert's record stays as before
+        d["names"] = list(self.names)
         return d
 
 

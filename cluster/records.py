@@ -24,6 +24,10 @@ OVERLAY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 VNI_MAX = 16_777_215
 MAX_IPS = 16  # addresses per advert: an endpoint has one v4 and one v6 today
+MAX_NAMES = 32  # DNS names per advert: container name, hostname, aliases, compose service, short id
+# One DNS name as pynet answers it: lower-case labels of letters, digits, '_' and '-', 1..63 each, at most
+# 253 in all (RFC 1035 limits; '_' because Docker allows it in container names and aliases).
+DNS_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
 class InvalidRecord(ValueError):
@@ -43,7 +47,7 @@ def text(value, what: str, pattern: re.Pattern | None = None, empty: bool = Fals
         raise InvalidRecord(f"{what} is not a string")
     if value == "" and empty:
         return value
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):  # not match: "$" also matches before a final "\n"
         raise InvalidRecord(f"{what} {value[:80]!r} is not valid")
     return value
 
@@ -175,9 +179,21 @@ def advert(key: tuple[str, str, str], value) -> Advert:
     ips = d.get("ips", [])
     if not isinstance(ips, list) or len(ips) > MAX_IPS:
         raise InvalidRecord(f"advert addresses are not a list of at most {MAX_IPS}")
+    names = d.get("names", [])
+    if not isinstance(names, list) or len(names) > MAX_NAMES:
+        raise InvalidRecord(f"advert names are not a list of at most {MAX_NAMES}")
     return Advert(overlay=name, host=host_id, endpoint=endpoint_id, mac=mac(d.get("mac"), "advert MAC"),
                   vtep=address(d.get("vtep"), "advert VTEP"), ips=tuple(address(ip, "advert address") for ip in ips),
-                  withdrawn=flag(d.get("withdrawn", False), "advert withdrawn"))
+                  withdrawn=flag(d.get("withdrawn", False), "advert withdrawn"),
+                  names=tuple(dns_name(n, "advert name") for n in names))
+
+
+def dns_name(value, what: str) -> str:
+    """A DNS name in pynet's canonical form (lower case, no trailing dot), or InvalidRecord."""
+    text(value, what)
+    if not value or len(value) > 253 or not all(DNS_LABEL.fullmatch(label) for label in value.split(".")):
+        raise InvalidRecord(f"{what} {value[:80]!r} is not a lower-case DNS name")
+    return value
 
 
 def vni_owner(value) -> str:

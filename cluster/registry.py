@@ -149,8 +149,24 @@ class OverlayRegistry:
         return False
 
     # -- adverts -----------------------------------------------------------------
-    def advertise(self, advert: Advert, lease: int) -> None:
-        put(self.store, keys.advert(advert.overlay, advert.host, advert.endpoint), advert.to_dict(), lease)
+    def advertise(self, advert: Advert, lease: int, keep_names: bool = False) -> Advert:
+        """Write ``advert`` on ``lease``; the advert written.  With ``keep_names``, an advert without DNS
+        names takes those of the stored record of the same endpoint and MAC: a restarted pynet advertises
+        again before it has asked Docker for names, and the other hosts must not lose them meanwhile."""
+        key = keys.advert(advert.overlay, advert.host, advert.endpoint)
+
+        def decide(entry: Entry | None) -> Decision:
+            value = advert
+            if keep_names and not advert.names and entry is not None:
+                try:
+                    old = records.advert((advert.overlay, advert.host, advert.endpoint), entry.value)
+                except InvalidRecord:
+                    old = None
+                if old is not None and old.mac == advert.mac:
+                    value = replace(advert, names=old.names)
+            return Write(value.to_dict(), value, lease=lease)
+
+        return modify(self.store, key, decide, f"advert {advert.endpoint[:12]}")
 
     def withdraw(self, overlay: str, endpoint_id: str, tombstone: Advert | None = None, lease: int = 0) -> None:
         """Delete this host's advert; with ``tombstone`` (the advert, ``withdrawn=True``) overwrite it with

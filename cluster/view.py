@@ -166,6 +166,9 @@ class ClusterView:
         """(overlay, endpoint) -> advert of every endpoint ``host_id`` advertises."""
         return {(o, eid): a for o, table in self._adverts.items() for (h, eid), a in table.items() if h == host_id}
 
+    def all_adverts(self) -> list[Advert]:
+        return [a for table in self._adverts.values() for a in table.values()]
+
     def wanted_here(self, me: str) -> list[Overlay]:
         """Active overlays this host has no copy of yet, that can be created (the origin described them)."""
         return [o for o in self.overlays.values()

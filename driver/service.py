@@ -62,6 +62,7 @@ class JoinInfo:
     dst_prefix: str
     gateway: str = ""
     gateway_v6: str = ""
+    routes: tuple[tuple[str, str], ...] = ()  # (destination CIDR, next hop): StaticRoutes
 
 
 def check_id(label: str, value: str) -> str:
@@ -323,7 +324,10 @@ class NetworkService:
                         endpoint_id[:12], net.config.overlay)
         return JoinInfo(src_name=ep.container_if, dst_prefix="eth",
                         gateway=_gateway_for(net.ipv4, ep.address, net.config.internal),
-                        gateway_v6=_gateway_for(net.ipv6, ep.address_v6, net.config.internal))
+                        gateway_v6=_gateway_for(net.ipv6, ep.address_v6, net.config.internal),
+                        routes=self.overlays.resolver_routes(net, _gateway_for(net.ipv4, ep.address, False),
+                                                             _gateway_for(net.ipv6, ep.address_v6, False))
+                        if net.config.mode == "overlay" and self.overlays is not None else ())
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Nothing to undo in the kernel: dockerd moves the interface back itself."""

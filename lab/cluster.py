@@ -128,7 +128,8 @@ class Cluster:
 
     def __init__(self, workdir: Path, n: int = 2, lease_ttl: float | None = 15, pynet: bool = True,
                  iperf: bool = False, pynet_args: Sequence[str] = (), pynet_env: dict | None = None,
-                 secure: bool = False):
+                 secure: bool = False,
+                 daemon_config: dict | None = None):
         if not 1 <= n <= len(HOST_NAMES):
             raise ValueError(f"1..{len(HOST_NAMES)} hosts")
         self.workdir = Path(workdir).absolute()
@@ -141,7 +142,8 @@ class Cluster:
         self.secure = secure
         self.secrets: SecureEtcd | None = None  # made at start when secure
         self.underlay = Underlay("u", self.workdir / "u")
-        self.hosts: list[DockerHost] = [DockerHost(HOST_NAMES[i], self.workdir / HOST_NAMES[i]) for i in range(n)]
+        self.hosts: list[DockerHost] = [DockerHost(HOST_NAMES[i], self.workdir / HOST_NAMES[i],
+                                                   daemon_config=daemon_config) for i in range(n)]
         self.etcd: EtcdProcess | None = None
         self._started = False
         self._stopped = False

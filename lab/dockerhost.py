@@ -54,7 +54,7 @@ NETNS_PREFIX = "pn-t-"
 # --------------------------------------------------------------------------------------------------
 class DockerHost:
     def __init__(self, name: str, workdir: Path, storage_driver: str | None = None,
-                 dockerd_args: Sequence[str] = ()):
+                 dockerd_args: Sequence[str] = (), daemon_config: dict | None = None):
         self.name = name
         self.workdir = Path(workdir).absolute()
         self.netns = f"{NETNS_PREFIX}{name}-{secrets.token_hex(2)}"
@@ -72,6 +72,7 @@ class DockerHost:
         self.pynet_state = self.workdir / "pynet-state"
         self.storage_driver = storage_driver
         self.dockerd_args = list(dockerd_args)
+        self.daemon_config = dict(daemon_config or {})  # daemon.json, e.g. {"dns": ["169.254.53.53"]}
         self.dockerd_log = self.logs / "dockerd.log"
         self.pynet_log = self.logs / "pynet.log"
         self._anchor: subprocess.Popen | None = None
@@ -160,7 +161,7 @@ class DockerHost:
         for d in (self.workdir, self.data_root, self.exec_root, self.plugins_path, self.etc_docker,
                   self.client_config, self.logs, self.pynet_state):
             d.mkdir(parents=True, exist_ok=True)
-        (self.etc_docker / "daemon.json").write_text("{}\n")
+        (self.etc_docker / "daemon.json").write_text(json.dumps(self.daemon_config) + "\n")
         # mount points in the host's /run and /etc: created empty if missing (nothing is put in them)
         for mp in ("/run/docker", "/run/containerd", "/etc/docker"):
             os.makedirs(mp, exist_ok=True)

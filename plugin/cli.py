@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace-period", dest="grace_period", type=int,
                        help="seconds the other hosts keep the containers of a host that lost etcd before "
                             "removing them; longer than --lease-ttl [PYNET_GRACE_PERIOD, default 60]")
+    serve.add_argument("--dns-address", dest="dns_address",
+                       help="address of the cluster resolver for overlay names, 'off' for none; daemon.json's "
+                            "\"dns\" points at it [PYNET_DNS_ADDRESS, default 169.254.53.53]")
+    serve.add_argument("--dns-resolv-conf", dest="dns_resolv_conf",
+                       help="resolv.conf naming the resolvers that other names are forwarded to "
+                            "[PYNET_DNS_RESOLV_CONF, default /etc/resolv.conf]")
     ports = sub.add_parser("ports", help="show published ports (docker port cannot show a plugin's)")
     ports.add_argument("target", nargs="?", help="a container or network (name or ID prefix)")
     ports.add_argument("--socket", default=None, help="the plugin's socket [PYNET_SOCKET]")

@@ -16,6 +16,7 @@ Background work, all under one Supervisor (pynet/background.py), each loop visib
     ipam-journal    applies IPAM releases deferred while etcd was unreachable (every 10 s)
     orphan-gc       records dockerd no longer knows, and what crashes left without a record
                     (driver/gc.py; every --gc-interval seconds, off with 0; after the start-up replay)
+    dns-*           the cluster resolver (clusterdns/service.py), unless --dns-address off
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     control = EtcdControlPlane(shared, host_id, settings.vtep_address, settings.lease_ttl, health,
                                grace_period=settings.grace_period)
     reconciler = Reconciler(health)
-    overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address)
+    dns = _cluster_dns(settings, control, links)
+    overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address,
+                               dns_address=dns.address if dns is not None else "")
     network = NetworkService(store, links, IptablesFirewall(), overlays=overlays)
     ipam = IpamService(shared, settings.default_pools, host_id=host_id, journal=store)
     services = Services(network, ipam, health, supervisor=supervisor)
@@ -89,15 +92,30 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
 
     def after_replay() -> None:
         control.start(supervisor, DockerApi(settings.docker_host))
+        if dns is not None:
+            dns.start_names(supervisor, DockerApi(settings.docker_host))
         supervisor.every("ipam-journal", JOURNAL_REPLAY, ipam.replay_deferred, first=JOURNAL_REPLAY)
         _start_gc(settings, services, supervisor)
 
     def start() -> None:
         supervisor.spawn(RECONCILER, reconciler.run)
+        if dns is not None:
+            dns.start(supervisor)
         _start(services, supervisor, after_replay)
 
     services.start = start
     return services
+
+
+def _cluster_dns(settings, control, links):
+    """The cluster resolver (clusterdns/), None with --dns-address off."""
+    from pynet.clusterdns.service import ClusterDns, parse_address
+
+    address = parse_address(settings.dns_address)
+    if address is None:
+        return None
+    log.info("cluster DNS on %s (forwarding to the resolvers of %s)", address, settings.dns_resolv_conf)
+    return ClusterDns(address, control, links, settings.dns_resolv_conf)
 
 
 def _start(services: Services, supervisor: Supervisor, after_replay: Callable[[], None]) -> None:

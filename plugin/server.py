@@ -94,11 +94,18 @@ def _check_multi_host(settings: Settings) -> Settings:
     from pynet.plugin import secure_etcd
     from pynet.store.etcd import parse_endpoints
 
+    from pynet.clusterdns.service import parse_address
+    from pynet.errors import BadRequest
+
     try:
         parse_endpoints(settings.etcd)
     except ValueError as exc:
         raise SystemExit(f"pynet: --etcd: {exc}") from None
     secure_etcd.check(settings)  # TLS, credentials, permission: one line and exit 1 if wrong
+    try:
+        parse_address(settings.dns_address)
+    except BadRequest as exc:
+        raise SystemExit(f"pynet: {exc}") from None
     links = Links()
     vtep = settings.vtep_address
     try:

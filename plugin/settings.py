@@ -27,6 +27,8 @@ class Settings:
     etcd_password_file: str = ""
     gc_interval: int = 60  # seconds between orphan collections (driver/gc.py); 0 = off
     grace_period: int = 60  # multi-host: peers keep a host that lost etcd this long (> lease_ttl)
+    dns_address: str = "169.254.53.53"  # the cluster resolver's address (clusterdns/), "off": none
+    dns_resolv_conf: str = "/etc/resolv.conf"  # where it finds the host's own resolvers
 
     @property
     def driver_name(self) -> str:
@@ -52,6 +54,8 @@ ENVIRONMENT = {
     "etcd_password_file": "PYNET_ETCD_PASSWORD_FILE",
     "gc_interval": "PYNET_GC_INTERVAL",
     "grace_period": "PYNET_GRACE_PERIOD",
+    "dns_address": "PYNET_DNS_ADDRESS",
+    "dns_resolv_conf": "PYNET_DNS_RESOLV_CONF",
 }
 INTEGERS = {"threads", "lease_ttl", "gc_interval", "grace_period"}
 

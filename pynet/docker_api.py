@@ -115,3 +115,20 @@ class DockerApi:
         if status not in (200, 204):
             raise DockerApiError(f"removing network {network_id[:12]}: HTTP {status}: {doc}")
         return True
+
+    # -- containers (the cluster DNS's names) --------------------------------------------
+    def containers(self) -> list[dict]:
+        """``GET /containers/json``: the running containers, with their networks' endpoint ids."""
+        status, doc = self.call("GET", "/containers/json")
+        if status != 200 or not isinstance(doc, list):
+            raise DockerApiError(f"GET /containers/json: HTTP {status}: {doc}")
+        return [c for c in doc if isinstance(c, dict)]
+
+    def container(self, container_id: str) -> dict | None:
+        """``GET /containers/{id}/json``, None if Docker does not know it (any more)."""
+        status, doc = self.call("GET", f"/containers/{container_id}/json")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(doc, dict):
+            raise DockerApiError(f"GET /containers/{container_id[:12]}/json: HTTP {status}: {doc}")
+        return doc

@@ -107,6 +107,20 @@ class LinkOps:
             self._call(f"remove stray address {cidr} from", link.name, self._ipr.addr, "del", index=link.index,
                        address=ip, prefixlen=int(plen))
 
+    # -- a host-local address (the cluster DNS's) ------------------------------
+    @owned
+    def ensure_address(self, name: str, cidr: str) -> bool:
+        """``cidr`` on link ``name`` (other addresses untouched); True if it added it."""
+        link = self._get(name)
+        if link is None:
+            raise KernelError(f"could not add address {cidr}: no link {name!r}")
+        if cidr in self._addresses(link.index):
+            return False
+        ip, plen = cidr.split("/")
+        self._call(f"add address {cidr} to", name, self._ipr.addr, "add", index=link.index, address=ip,
+                   prefixlen=int(plen), flags=IFA_F_NODAD if ":" in ip else 0)
+        return True
+
     # -- veth --------------------------------------------------------------------
     @owned
     def ensure_veth(self, spec: VethSpec) -> bool:

@@ -28,8 +28,9 @@ PYNET_SPACES = ("pynet-local", "pynet-global")
 
 class OverlayNetworks:
     def __init__(self, control: ControlPlane, reconciler: Reconciler, links, vtep: str,
-                 join_wait: float = JOIN_WAIT) -> None:
+                 join_wait: float = JOIN_WAIT, dns_address: str = "") -> None:
         self.control = control
+        self.dns_address = dns_address  # the cluster resolver's (clusterdns/), "" for none
         self.join_wait = join_wait
         self.reconciler = reconciler
         self.links = links  # driver.kernel.links.Links: the VXLAN device and the underlay's MTU
@@ -113,6 +114,15 @@ class OverlayNetworks:
     def settle(self, net: Network) -> bool:
         """Wait (at most ``join_wait``) until the reconciler has caught up with this network's table."""
         return self.reconciler.settle(vxlan_table_name(names.vxlan_name(net.id)), self.join_wait)
+
+    def resolver_routes(self, net: Network, gateway: str, gateway_v6: str) -> tuple[tuple[str, str], ...]:
+        """An --internal overlay has no default route: a static one to the cluster resolver through the
+        network's gateway (the host's address on the bridge), so its names resolve too."""
+        if not net.config.internal or not self.dns_address:
+            return ()
+        v6 = ":" in self.dns_address
+        hop = gateway_v6 if v6 else gateway
+        return ((f"{self.dns_address}/{128 if v6 else 32}", hop),) if hop else ()
 
     # -- endpoints and departures ---------------------------------------------------------
     def advertise(self, net: Network, ep: Endpoint) -> None:

@@ -162,3 +162,25 @@ def test_replay_before_the_first_listing_keeps_the_tunnel_tables(a, b):
     reconcile(restarted.network)  # a new process: empty view, etcd not listed yet
     restarted.reconciler.pass_once()
     assert a.links.remotes(names.vxlan_name(NA)) == before
+
+
+def test_join_of_an_internal_overlay_routes_to_the_cluster_resolver(shared):
+    """An --internal overlay has no default route; Join hands a static route to the resolver's address
+    through the gateway, and only there (a routed overlay reaches it through its default route)."""
+    host = make_host(shared, HA, "192.0.2.1")
+    host.network.overlays.dns_address = "169.254.53.53"
+    status, body, pool = create_network(host.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY,
+                                        **{"com.docker.network.internal": True})
+    assert status == 200, body
+    assert start_endpoint(host.client, pool["PoolID"], eid=EA, nid=NA)[0] == 200
+    join = {"NetworkID": NA, "EndpointID": EA, "SandboxKey": "/var/run/docker/netns/x", "Options": {}}
+    status, body = post(host.client, "NetworkDriver.Join", join)
+    assert status == 200 and "Gateway" not in body, body
+    assert body["StaticRoutes"] == [{"Destination": "169.254.53.53/32", "RouteType": 0, "NextHop": "10.10.0.1"}]
+
+    routed = make_host(MemoryStore(), HB, "192.0.2.2")
+    routed.network.overlays.dns_address = "169.254.53.53"
+    status, body, pool = create_network(routed.client, nid=NB, subnet="10.30.0.0/24", generic=OVERLAY)
+    assert start_endpoint(routed.client, pool["PoolID"], eid=EB, nid=NB)[0] == 200
+    status, body = post(routed.client, "NetworkDriver.Join", {**join, "NetworkID": NB, "EndpointID": EB})
+    assert status == 200 and body["Gateway"] == "10.30.0.1" and not body.get("StaticRoutes"), body

@@ -35,7 +35,7 @@ def wheel(tmp_path_factory) -> Path:
 def _shipped_tree() -> set[str]:
     """Every module and data file of the component folders, as the wheel should name it."""
     names = {f"pynet/{p.relative_to(REPO / 'pynet')}" for p in (REPO / "pynet").glob("*.py")}
-    for folder in ("plugin", "driver", "ipam", "store", "cluster", "lab"):
+    for folder in ("plugin", "driver", "ipam", "store", "cluster", "clusterdns", "lab"):
         for p in (REPO / folder).rglob("*"):
             package = p.parent
             if p.is_file() and "__pycache__" not in p.parts and (package / "__init__.py").exists() \

@@ -34,7 +34,7 @@ class Clock:
 
 
 def ad(host: str, n: int, withdrawn: bool = False) -> Advert:
-    return Advert("demo", host, E[n], MAC[n], f"192.0.2.{host[-1]}", (f"10.10.0.{n}",), withdrawn)
+    return Advert("demo", host, E[n], MAC[n], f"192.0.2.{host[-1]}", (f"10.10.0.{n}",), withdrawn=withdrawn)
 
 
 def view_with_h2(linger: float, clock: Clock) -> ClusterView:

@@ -44,6 +44,8 @@ def test_good_records_decode():
     ({"host": "$(reboot)"}, "advert host '$(reboot)' is not valid"),
     ({"overlay": "demo; rm -rf /"}, "is not valid"),
     ({"mac": 42}, "advert MAC is not a string"),
+    ({"overlay": "demo\n"}, "is not valid"),  # "$" matches before a final newline: fullmatch does not
+    ({"mac": "02:42:0a:0a:00:02\n"}, "is not valid"),
 ])
 def test_hostile_adverts_are_refused_by_field(change, reason):
     with pytest.raises(InvalidRecord, match=re.escape(reason)):
@@ -107,3 +109,31 @@ def test_a_docker_body_with_anything_else_is_refused(change, reason):
     rec = Overlay("demo", 4242, ipv4=POOLS, origin=H).to_dict()
     with pytest.raises(InvalidRecord, match=reason):
         records.overlay("demo", {**rec, "docker": {**described, **change}})
+
+
+def test_advert_names_decode_and_default_to_none():
+    named = {**GOOD_ADVERT, "names": ["api", "backend", "api.demo", "my_svc-1"]}
+    assert records.advert(("demo", H, EID), named).names == ("api", "backend", "api.demo", "my_svc-1")
+    older = {k: v for k, v in GOOD_ADVERT.items() if k != "names"}  # an advert of a pynet without DNS
+    assert records.advert(("demo", H, EID), older).names == ()
+
+
+@pytest.mark.parametrize("names, reason", [
+    ("api", "not a list"),
+    (["x"] * 33, "at most 32"),
+    (["API"], "'API' is not a lower-case DNS name"),
+    (["api."], "is not a lower-case DNS name"),
+    ([""], "is not a lower-case DNS name"),
+    (["a" * 64], "is not a lower-case DNS name"),
+    (["-api"], "is not a lower-case DNS name"),
+    (["api\x00.evil"], "is not a lower-case DNS name"),
+    (["a b"], "is not a lower-case DNS name"),
+    ([".".join(["a" * 60] * 5)], "is not a lower-case DNS name"),  # 304 > 253 characters
+    ([7], "advert name is not a string"),
+    (["*"], "is not a lower-case DNS name"),
+    (["api\n"], "is not a lower-case DNS name"),  # a regex "$" alone would let the newline through
+    (["evil\n.example"], "is not a lower-case DNS name"),
+])
+def test_hostile_advert_names_are_refused(names, reason):
+    with pytest.raises(InvalidRecord, match=re.escape(reason)):
+        records.advert(("demo", H, EID), {**GOOD_ADVERT, "names": names})
