@@ -80,8 +80,16 @@ def bridge_mac(network_id: str) -> str:
     return "02:" + ":".join(f"{b:02x}" for b in raw)
 
 
+# The kernel (dev_valid_name) takes 1-15 bytes except ".", "..", '/', ':' and whitespace -- as its own
+# ctype sees it, where byte 0xa0 is a space too.  pynet takes fewer: letters, digits, '_', '.', '-',
+# starting with a letter or digit.  The rest is either invisible in `ip link` output ('@' reads as a
+# veth's peer) or means something to iptables when the name lands in a rule ('+' is its wildcard:
+# "-i br+" matches every br* link; a leading '!' or '-' reads as negation or an option).
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
 def valid_ifname(name: str) -> bool:
-    return 0 < len(name.encode()) <= IFNAME_MAX and not re.search(r"[\s/:]", name) and name not in (".", "..")
+    return isinstance(name, str) and IFNAME_RE.fullmatch(name) is not None  # fullmatch: "$" lets "\n" through
 
 
 def overlay_gateway_mac(overlay: str) -> str:

@@ -11,13 +11,13 @@ adds at the top level are Docker's business and pass through.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from pynet import parsing
 from pynet.errors import BadRequest
 from pynet.driver import names
-from pynet.driver.models import NetworkConfig
+from pynet.driver.models import IPAMData, NetworkConfig
 
 GENERIC = "com.docker.network.generic"
 MTU = "com.docker.network.driver.mtu"
@@ -80,7 +80,7 @@ def parse_network_options(network_id: str, options: dict, multi_host: bool = Fal
             raise BadRequest(f"option {MODE}=overlay needs a multi-host pynet (pynet serve --etcd URLS); "
                              "this one is single-host")
         overlay = str(generic.get(OVERLAY, "")) or network_id
-        if not OVERLAY_NAME.match(overlay):
+        if not OVERLAY_NAME.fullmatch(overlay):  # fullmatch: "$" lets a trailing newline through
             raise BadRequest(f"option {OVERLAY}={overlay!r}: 1-63 letters, digits, '_', '.' or '-', "
                              "starting with a letter or digit")
         vni = _int(VNI, generic[VNI], 1, VNI_MAX) if VNI in generic else 0
@@ -88,14 +88,9 @@ def parse_network_options(network_id: str, options: dict, multi_host: bool = Fal
         for key in (OVERLAY, VNI):
             if key in generic:
                 raise BadRequest(f"option {key} only applies to {MODE}=overlay networks")
-    bridge = str(generic.get(BRIDGE_NAME, "")) or names.bridge_name(network_id)
-    if not names.valid_ifname(bridge):
-        raise BadRequest(f"option {BRIDGE_NAME}={bridge!r}: not a valid interface name (1-15 bytes, no spaces, '/' or ':')")
-    host_ip = str(generic.get(HOST_BINDING, "0.0.0.0"))
-    try:
-        ipaddress.IPv4Address(host_ip)
-    except ValueError:
-        raise BadRequest(f"option {HOST_BINDING}={host_ip!r}: not an IPv4 address") from None
+    bridge = parse_bridge_name(network_id, generic[BRIDGE_NAME]) if BRIDGE_NAME in generic \
+        else names.bridge_name(network_id)
+    host_ip = str(parsing.parse_ip(generic.get(HOST_BINDING, "0.0.0.0"), f"option {HOST_BINDING}", version=4))
     default_mtu = 0 if mode == "overlay" else 1500
     return NetworkConfig(
         mode=mode,
@@ -154,13 +149,47 @@ def validate_mac(mac: str) -> str:
     return mac.lower()
 
 
-def validate_cidr(label: str, value: str) -> str:
-    if not value:
-        return ""
-    try:
-        ipaddress.ip_interface(value)
-    except ValueError:
-        raise BadRequest(f"{label} {value!r} is not an address in CIDR form") from None
-    if "/" not in value:
-        raise BadRequest(f"{label} {value!r} must carry a prefix length")
+def validate_cidr(label: str, value: str, version: int | None = None) -> str:
+    """An address with its prefix length (CreateEndpoint's Interface) in canonical form, "" if none."""
+    iface = parsing.optional(parsing.parse_interface, value, label, version)
+    return str(iface) if iface is not None else ""
+
+
+# dockerd's marker for an aux address its IPAM did not return (IPAMData.MarshalJSON of a nil IPNet).
+_NO_ADDRESS = "<nil>"
+
+
+def parse_ipam_data(label: str, data: IPAMData, version: int) -> IPAMData:
+    """One element of CreateNetwork's IPv4Data/IPv6Data, checked and canonical: the pool a network of
+    ``version``, the gateway (CIDR with the pool's length) and every aux address inside it."""
+    pool = parsing.parse_network(data.pool, f"{label}.Pool", version)
+    gateway = parsing.optional(parsing.parse_interface, data.gateway, f"{label}.Gateway", version)
+    if gateway is not None and gateway.ip not in pool:
+        raise BadRequest(f"{label}.Gateway {gateway} is not inside pool {pool}")
+    if not isinstance(data.address_space, str):
+        raise BadRequest(f"{label}.AddressSpace must be a string")
+    aux = {}
+    for name, value in data.aux_addresses.items():
+        if value != _NO_ADDRESS:
+            aux[name] = str(parsing.parse_interface(value, f"{label}.AuxAddresses[{name!r}]", version))
+    return replace(data, pool=str(pool), gateway=str(gateway) if gateway else "", aux_addresses=aux)
+
+
+# Docker's own bridges: its default bridge, the gateway bridge of swarm/overlay containers, and the
+# bridge driver's user networks (br-<first 12 hex digits of the network ID>).
+DOCKER_BRIDGE = re.compile(r"^(docker0|docker_gwbridge|br-[0-9a-f]{12})$")
+
+
+def parse_bridge_name(network_id: str, value) -> str:
+    """``pynet.bridge_name``: a valid Linux interface name (the kernel's dev_valid_name: 1-15 bytes,
+    not "." or "..", no '/', ':' or whitespace), never one of Docker's bridges, and never a name pynet
+    derives for another object (start-up garbage collection would take it for a leftover)."""
+    if not isinstance(value, str) or not names.valid_ifname(value):
+        raise BadRequest(f"option {BRIDGE_NAME}={value!r}: not a valid interface name "
+                         "(1-15 bytes, not '.' or '..', no whitespace, '/' or ':')")
+    if DOCKER_BRIDGE.match(value):
+        raise BadRequest(f"option {BRIDGE_NAME}={value!r}: that is one of Docker's own bridges")
+    if names.owner_of(value) is not None and value != names.bridge_name(network_id):
+        raise BadRequest(f"option {BRIDGE_NAME}={value!r}: names of the form pn-/pnh/pnc/pnv + 12 hex digits "
+                         "are pynet's own for other networks and endpoints")
     return value
