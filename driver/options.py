@@ -11,6 +11,7 @@ adds at the top level are Docker's business and pass through.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 
@@ -173,6 +174,18 @@ def parse_ipam_data(label: str, data: IPAMData, version: int) -> IPAMData:
         if value != _NO_ADDRESS:
             aux[name] = str(parsing.parse_interface(value, f"{label}.AuxAddresses[{name!r}]", version))
     return replace(data, pool=str(pool), gateway=str(gateway) if gateway else "", aux_addresses=aux)
+
+
+def parse_ipam_list(label: str, datas: list[IPAMData], version: int) -> list[IPAMData]:
+    """CreateNetwork's IPv4Data or IPv6Data, each element checked (parse_ipam_data) and no two pools
+    overlapping: dockerd never sends that, and two copies of one gateway on the bridge would fail."""
+    parsed = [parse_ipam_data(f"{label}[{i}]", d, version) for i, d in enumerate(datas)]
+    nets = [ipaddress.ip_network(d.pool) for d in parsed]
+    for i, net in enumerate(nets):
+        for j in range(i):
+            if net.overlaps(nets[j]):
+                raise BadRequest(f"{label}[{i}].Pool {net} overlaps {label}[{j}].Pool {nets[j]}")
+    return parsed
 
 
 # Docker's own bridges: its default bridge, the gateway bridge of swarm/overlay containers, and the

@@ -115,8 +115,7 @@ class NetworkService:
     def _parse_network(self, network_id: str, opts: dict, ipv4: list[IPAMData], ipv6: list[IPAMData]) -> Network:
         check_id("NetworkID", network_id)
         config = options.parse_network_options(network_id, opts, multi_host=self.overlays is not None)
-        ipv4 = [options.parse_ipam_data(f"IPv4Data[{i}]", d, 4) for i, d in enumerate(ipv4)]
-        ipv6 = [options.parse_ipam_data(f"IPv6Data[{i}]", d, 6) for i, d in enumerate(ipv6)]
+        ipv4, ipv6 = options.parse_ipam_list("IPv4Data", ipv4, 4), options.parse_ipam_list("IPv6Data", ipv6, 6)
         net = Network(id=network_id, config=config, ipv4=tuple(ipv4), ipv6=tuple(ipv6))
         if config.mode == "overlay":
             net = self.overlays.prepare(net, self.repo.networks())

@@ -36,6 +36,10 @@ def test_uppercase_ipv6_subnet_as_dockerd_passes_it_works_and_is_answered_canoni
      "IPv4Data[0].Gateway '10.2.0.1': expected CIDR"),
     ("NetworkDriver.CreateNetwork", {"NetworkID": NID, "IPv4Data": [{"Pool": "fd00::/64"}]},
      "IPv4Data[0].Pool 'fd00::/64': expected an IPv4"),
+    # found by the fuzz test: the same pool twice put its gateway on the bridge twice (EEXIST, a 500)
+    ("NetworkDriver.CreateNetwork", {"NetworkID": NID, "IPv4Data": [{"Pool": "10.2.0.0/16", "Gateway": "10.2.0.1/16"},
+                                                                    {"Pool": "10.2.0.0/16", "Gateway": "10.2.0.1/16"}]},
+     "IPv4Data[1].Pool 10.2.0.0/16 overlaps IPv4Data[0].Pool"),
 ])
 def test_refusals_name_the_field(client, method, body, field):
     status, reply = post(client, method, body)
