@@ -120,14 +120,14 @@ def decode_mac(value) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{MAC_OPTION} must be a string")
     if value.count(":") == 5:
-        return value.lower()
+        return validate_mac(value, MAC_OPTION)
     try:
         raw = base64.b64decode(value, validate=True)
     except ValueError:
         raise BadRequest(f"{MAC_OPTION}={value!r} is neither base64 nor a colon MAC") from None
     if len(raw) != 6:
         raise BadRequest(f"{MAC_OPTION}={value!r} does not hold 6 bytes")
-    return ":".join(f"{b:02x}" for b in raw)
+    return validate_mac(":".join(f"{b:02x}" for b in raw), MAC_OPTION)
 
 
 def parse_endpoint_options(options: dict) -> EndpointOptions:
@@ -143,10 +143,14 @@ def parse_endpoint_options(options: dict) -> EndpointOptions:
     return EndpointOptions(mac=mac, exposed_ports=exposed, port_bindings=ports)
 
 
-def validate_mac(mac: str) -> str:
-    parts = mac.split(":")
+def validate_mac(mac: str, label: str = "MacAddress") -> str:
+    """A unicast Ethernet MAC in colon form, lower case.  The kernel refuses a multicast or all-zero
+    address on a veth (is_valid_ether_addr), which would surface as pynet's own failure."""
+    parts = mac.split(":") if isinstance(mac, str) else []
     if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
-        raise BadRequest(f"MacAddress {mac!r} is not a MAC address")
+        raise BadRequest(f"{label} {mac!r} is not a MAC address")
+    if int(parts[0], 16) & 1 or mac.strip("0:") == "":
+        raise BadRequest(f"{label} {mac!r} is not a unicast MAC address (multicast bit set, or all zero)")
     return mac.lower()
 
 

@@ -77,6 +77,7 @@ HOSTILE = [
     "docker0", "docker_gwbridge", "br-0123456789ab", "pnh" + "c3" * 6, "pn-" + "b2" * 6, "lo", "br+", "!br", "-x",
     "eth0:1", "x" * 16, ".", "..", "true", "1e400", "NaN", "$(reboot)", "'; DROP", "-j ACCEPT", "\n-A INPUT -j DROP",
 ]
+BAD_MACS = ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "zz:zz:zz:zz:zz:zz"]
 odd = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                 st.floats(allow_nan=True, allow_infinity=True), st.lists(st.integers(), max_size=3),
                 st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
@@ -129,11 +130,12 @@ endpoint_options = mostly(st.fixed_dictionaries({options.PORTMAP: st.lists(port,
                               options.EXPOSED: st.one_of(st.lists(st.fixed_dictionaries(
                                   {"Proto": st.just(6), "Port": st.integers(0, 70000)}), max_size=2), odd),
                               options.MAC_OPTION: st.one_of(st.sampled_from(["yv4AABAC", "ca:fe:00:00:10:02", "zz",
-                                                                              "AAAA"]), anything),
+                                                                              "AAAA", "AQBeAAAB"] + BAD_MACS),
+                                                            anything),
                               "com.docker.network.endpoint.dnsservers": anything, "colour": anything}), odd))
 interface = mostly(st.fixed_dictionaries({"Address": st.sampled_from(["10.77.0.5/24", "10.78.0.9/16", "10.79.0.3/24"]),
                                           "AddressIPv6": st.sampled_from(["", "fd00:77::5/64"]),
-                                          "MacAddress": st.sampled_from(["", "ca:fe:00:00:10:02"])}),
+                                          "MacAddress": st.sampled_from(["", "ca:fe:00:00:10:02"] + BAD_MACS)}),
                    st.one_of(st.fixed_dictionaries({}, optional={
                        "Address": address, "AddressIPv6": address,
                        "MacAddress": st.one_of(st.just("ca:fe:00:00:10:02"), anything)}), odd))

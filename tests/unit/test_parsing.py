@@ -152,3 +152,13 @@ def test_overlay_name_with_a_trailing_newline_is_refused():
     generic = {"com.docker.network.generic": {options.MODE: "overlay", options.OVERLAY: "demo\n"}}
     with pytest.raises(BadRequest, match="pynet.overlay"):
         options.parse_network_options(NID, generic, multi_host=True)
+
+
+@pytest.mark.parametrize("mac, why", [("zz:zz:zz:zz:zz:zz", "not a MAC"), ("01:00:5e:00:00:01", "unicast"),
+                                      ("ff:ff:ff:ff:ff:ff", "unicast"), ("00:00:00:00:00:00", "unicast"),
+                                      ("AQBeAAAB", "unicast")])  # base64 of 01:00:5e:00:00:01
+def test_macs_the_kernel_would_refuse_are_bad_requests(mac, why):
+    with pytest.raises(BadRequest, match=why):
+        options.parse_endpoint_options({options.MAC_OPTION: mac})
+    with pytest.raises(BadRequest, match=why if ":" in mac else "MAC"):
+        options.validate_mac(mac)
