@@ -160,6 +160,7 @@ def validate_cidr(label: str, value: str, version: int | None = None) -> str:
     return str(iface) if iface is not None else ""
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 # dockerd's marker for an aux address its IPAM did not return (IPAMData.MarshalJSON of a nil IPNet).
 _NO_ADDRESS = "<nil>"
 
@@ -169,8 +170,14 @@ def parse_ipam_data(label: str, data: IPAMData, version: int) -> IPAMData:
     ``version``, the gateway (CIDR with the pool's length) and every aux address inside it."""
     pool = parsing.parse_network(data.pool, f"{label}.Pool", version)
     gateway = parsing.optional(parsing.parse_interface, data.gateway, f"{label}.Gateway", version)
+    if pool.is_loopback or pool.is_multicast:
+        raise BadRequest(f"{label}.Pool {pool}: a loopback or multicast range cannot be a network")
     if gateway is not None and gateway.ip not in pool:
         raise BadRequest(f"{label}.Gateway {gateway} is not inside pool {pool}")
+    ip = gateway.ip if gateway is not None else None
+    if ip is not None and (ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip == _BROADCAST):
+        # the kernel refuses these on the bridge, which would surface as pynet's own failure
+        raise BadRequest(f"{label}.Gateway {gateway}: not an address a bridge can hold")
     if not isinstance(data.address_space, str):
         raise BadRequest(f"{label}.AddressSpace must be a string")
     aux = {}

@@ -98,7 +98,8 @@ def some(known: list) -> st.SearchStrategy:
 
 nid, eid = some(NIDS), some(EIDS)
 address = st.one_of(st.sampled_from(GOOD_ADDRESSES + POOLS), st.sampled_from(HOSTILE), anything)
-generic_values = st.one_of(st.sampled_from(["true", "false", "1500", "9000", "67", "bridge", "overlay", "br0",
+generic_values = st.one_of(st.sampled_from(["true", "false", "1500", "9000", "67", "68", "1279", "65535", "bridge",
+                                            "overlay", "br0",
                                             "br-lan", "0.0.0.0", "127.0.0.1", "::ffff:127.0.0.1"]), anything)
 generic = mostly(st.just({}), st.one_of(st.dictionaries(
     st.sampled_from(sorted(options.KNOWN_GENERIC) + ["bogus", "pynet.mode "]), generic_values, max_size=3), odd))
@@ -110,11 +111,19 @@ GOOD_IPAM = [{"AddressSpace": "pynet-local", "Pool": "10.77.0.0/24", "Gateway": 
              {"AddressSpace": "pynet-local", "Pool": "10.78.0.0/16", "Gateway": "10.78.0.1/16",
               "AuxAddresses": {"a": "10.78.0.7/16"}},
              {"AddressSpace": "pynet-local", "Pool": "10.79.0.0/24"}]
-ipam_data = mostly(st.sampled_from(GOOD_IPAM), st.fixed_dictionaries({}, optional={
+EDGE_IPAM = [{"Pool": "0.0.0.0/0"}, {"AddressSpace": None, "Pool": "0.0.0.0/0"},  # dockerd's null IPAM
+             {"Pool": "0.0.0.0/0", "Gateway": "0.0.0.0/0"}, {"Pool": "10.77.0.0/32", "Gateway": "10.77.0.0/32"},
+             {"Pool": "127.0.0.0/8", "Gateway": "127.0.0.1/8"}, {"Pool": "224.0.0.0/4", "Gateway": "224.0.0.1/4"},
+             {"Pool": "169.254.0.0/16", "Gateway": "169.254.0.1/16"}, {"Pool": "10.77.0.0/24", "Gateway": "10.77.0.255/24"},
+             {"Pool": "10.77.0.0/24", "Gateway": "10.77.0.0/24"}, {"Pool": "10.77.0.0/31", "Gateway": "10.77.0.1/31"}]
+ipam_data = mostly(st.sampled_from(GOOD_IPAM), st.one_of(st.sampled_from(EDGE_IPAM), st.fixed_dictionaries({}, optional={
     "AddressSpace": st.one_of(st.just("pynet-local"), anything), "Pool": address, "Gateway": address,
-    "AuxAddresses": st.one_of(st.dictionaries(hostile_text, address, max_size=2), odd)}))
+    "AuxAddresses": st.one_of(st.dictionaries(hostile_text, address, max_size=2), odd)})))
 ipam_data_list = mostly(st.lists(ipam_data, min_size=1, max_size=1), st.one_of(st.lists(ipam_data, max_size=2), odd))
-ipv6_data_list = mostly(st.just([]), st.one_of(st.just([{"Pool": "fd00:77::/64", "Gateway": "fd00:77::1/64"}]),
+ipv6_data_list = mostly(st.just([]), st.one_of(st.sampled_from([
+    [{"Pool": "fd00:77::/64", "Gateway": "fd00:77::1/64"}], [{"Pool": "::/0"}], [{"Pool": "::1/128", "Gateway": "::1/128"}],
+    [{"Pool": "fe80::/64", "Gateway": "fe80::1/64"}], [{"Pool": "ff02::/16", "Gateway": "ff02::1/16"}],
+    [{"Pool": "::ffff:0:0/96", "Gateway": "::ffff:0:1/96"}], [{"Pool": "fd00:77::/127", "Gateway": "fd00:77::1/127"}]]),
                                                st.lists(ipam_data, max_size=1), odd))
 good_port = st.fixed_dictionaries({"Proto": st.sampled_from([6, 17]), "Port": st.sampled_from([80, 53]),
                                    "HostIP": st.sampled_from(["", "127.0.0.1", "0.0.0.0", "::"]),

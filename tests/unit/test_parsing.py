@@ -106,9 +106,22 @@ def test_ipam_data_is_checked_and_canonical():
     assert (data.pool, data.gateway, data.aux_addresses) == ("2001:db8::/64", "2001:db8::1/64", {"a": "2001:db8::5/64"})
     for bad, why in [(IPAMData(pool="10.1.0.0/16"), "expected an IPv6"),
                      (IPAMData(pool="fd00::/64", gateway="fd01::1/64"), "not inside pool"),
-                     (IPAMData(pool="fd00::/64", aux_addresses={"a": "fd00::5%lo/64"}), r"AuxAddresses\['a'\]")]:
+                     (IPAMData(pool="fd00::/64", aux_addresses={"a": "fd00::5%lo/64"}), r"AuxAddresses\['a'\]"),
+                     # found by the fuzz test: the kernel refuses these on the bridge (a 500 before)
+                     (IPAMData(pool="::1/128", gateway="::1/128"), "loopback or multicast"),
+                     (IPAMData(pool="ff02::/16", gateway="ff02::1/16"), "loopback or multicast"),
+                     (IPAMData(pool="::/0", gateway="::/0"), "not an address a bridge can hold")]:
         with pytest.raises(BadRequest, match=why):
             options.parse_ipam_data("IPv6Data[0]", bad, 6)
+
+
+def test_v4_edge_pools():
+    for bad, why in [(IPAMData(pool="127.0.0.0/8", gateway="127.0.0.1/8"), "loopback or multicast"),
+                     (IPAMData(pool="224.0.0.0/4", gateway="224.0.0.1/4"), "loopback or multicast"),
+                     (IPAMData(pool="0.0.0.0/0", gateway="0.0.0.0/0"), "not an address a bridge can hold")]:
+        with pytest.raises(BadRequest, match=why):
+            options.parse_ipam_data("IPv4Data[0]", bad, 4)
+    assert options.parse_ipam_data("IPv4Data[0]", IPAMData(pool="0.0.0.0/0"), 4).pool == "0.0.0.0/0"  # null IPAM
 
 
 def test_nil_aux_address_from_dockerd_is_dropped():
