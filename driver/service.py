@@ -79,7 +79,7 @@ class NetworkService:
     def create_network(self, network_id: str, opts: dict, ipv4: list[IPAMData], ipv6: list[IPAMData]) -> None:
         net = self._parse_network(network_id, opts, ipv4, ipv6)
         with self._locks.hold(network_id):
-            self._check_bridge_free(net)
+            self._check_bridge_free(net)  # early, before an overlay's claim; again under _NAMES below
             link = self.links.get(net.config.bridge) if net.config.bridge_given else None
             if link is not None:
                 if link.kind != "bridge":

@@ -12,11 +12,11 @@ A route is a table row: (path, request dataclass or None, call).  The view
 decodes, calls, encodes: it never holds logic of its own.
 
 Limits.  A body is at most ``MAX_BODY`` (1 MiB; dockerd's largest, a CreateNetwork, is a few KiB):
-Flask refuses a longer Content-Length before reading, and a chunked body as soon as it passes the
-cap, and the answer is the usual envelope with 413 naming the cap, never Werkzeug's HTML page.  JSON
-nested deeper than Python's recursion limit is a 400 like any other malformed body.  How long a
-client may take to send a request is bounded in the server (plugin/server.py); a read that runs out
-of that time ends here as a 400.
+Flask refuses a longer Content-Length before reading, a chunked body is counted here and refused
+once it passes the cap, and either way the answer is the usual envelope with 413 naming the cap,
+never Werkzeug's HTML page.  JSON nested deeper than Python's recursion limit is a 400 like any
+other malformed body.  How long a client may take to send a request is bounded in the server
+(plugin/worker.py); a body that deadline cuts short ends here as a 400.
 """
 
 from __future__ import annotations
