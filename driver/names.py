@@ -44,13 +44,13 @@ def container_veth(endpoint_id: str) -> str:
 
 def owner_of(ifname: str) -> tuple[str, str] | None:
     """("network", id-prefix) or ("endpoint", id-prefix) for a pynet-made name, else None."""
-    m = BRIDGE_RE.match(ifname)
+    m = BRIDGE_RE.fullmatch(ifname)
     if m:
         return ("network", m.group(1))
-    m = VXLAN_RE.match(ifname)
+    m = VXLAN_RE.fullmatch(ifname)
     if m:
         return ("network", m.group(1))
-    m = VETH_RE.match(ifname)
+    m = VETH_RE.fullmatch(ifname)
     if m:
         return ("endpoint", m.group(2))
     return None

@@ -211,7 +211,7 @@ def parse_bridge_name(network_id: str, value) -> str:
     if not isinstance(value, str) or not names.valid_ifname(value):
         raise BadRequest(f"option {BRIDGE_NAME}={value!r}: not a valid interface name "
                          "(1-15 bytes, not '.' or '..', no whitespace, '/' or ':')")
-    if DOCKER_BRIDGE.match(value):
+    if DOCKER_BRIDGE.fullmatch(value):
         raise BadRequest(f"option {BRIDGE_NAME}={value!r}: that is one of Docker's own bridges")
     if names.owner_of(value) is not None and value != names.bridge_name(network_id):
         raise BadRequest(f"option {BRIDGE_NAME}={value!r}: names of the form pn-/pnh/pnc/pnv + 12 hex digits "
