@@ -44,13 +44,13 @@ def container_veth(endpoint_id: str) -> str:
 
 def owner_of(ifname: str) -> tuple[str, str] | None:
     """("network", id-prefix) or ("endpoint", id-prefix) for a pynet-made name, else None."""
-    m = BRIDGE_RE.match(ifname)
+    m = BRIDGE_RE.fullmatch(ifname)
     if m:
         return ("network", m.group(1))
-    m = VXLAN_RE.match(ifname)
+    m = VXLAN_RE.fullmatch(ifname)
     if m:
         return ("network", m.group(1))
-    m = VETH_RE.match(ifname)
+    m = VETH_RE.fullmatch(ifname)
     if m:
         return ("endpoint", m.group(2))
     return None
@@ -80,8 +80,16 @@ def bridge_mac(network_id: str) -> str:
     return "02:" + ":".join(f"{b:02x}" for b in raw)
 
 
+# The kernel (dev_valid_name) takes 1-15 bytes except ".", "..", '/', ':' and whitespace -- as its own
+# ctype sees it, where byte 0xa0 is a space too.  pynet takes fewer: letters, digits, '_', '.', '-',
+# starting with a letter or digit.  The rest is either invisible in `ip link` output ('@' reads as a
+# veth's peer) or means something to iptables when the name lands in a rule ('+' is its wildcard:
+# "-i br+" matches every br* link; a leading '!' or '-' reads as negation or an option).
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
 def valid_ifname(name: str) -> bool:
-    return 0 < len(name.encode()) <= IFNAME_MAX and not re.search(r"[\s/:]", name) and name not in (".", "..")
+    return isinstance(name, str) and IFNAME_RE.fullmatch(name) is not None  # fullmatch: "$" lets "\n" through
 
 
 def overlay_gateway_mac(overlay: str) -> str:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from pynet import parsing
 from pynet.errors import BadRequest
 from pynet.driver import names
-from pynet.driver.models import NetworkConfig
+from pynet.driver.models import IPAMData, NetworkConfig
 
 GENERIC = "com.docker.network.generic"
 MTU = "com.docker.network.driver.mtu"
@@ -80,7 +81,7 @@ def parse_network_options(network_id: str, options: dict, multi_host: bool = Fal
             raise BadRequest(f"option {MODE}=overlay needs a multi-host pynet (pynet serve --etcd URLS); "
                              "this one is single-host")
         overlay = str(generic.get(OVERLAY, "")) or network_id
-        if not OVERLAY_NAME.match(overlay):
+        if not OVERLAY_NAME.fullmatch(overlay):  # fullmatch: "$" lets a trailing newline through
             raise BadRequest(f"option {OVERLAY}={overlay!r}: 1-63 letters, digits, '_', '.' or '-', "
                              "starting with a letter or digit")
         vni = _int(VNI, generic[VNI], 1, VNI_MAX) if VNI in generic else 0
@@ -88,14 +89,9 @@ def parse_network_options(network_id: str, options: dict, multi_host: bool = Fal
         for key in (OVERLAY, VNI):
             if key in generic:
                 raise BadRequest(f"option {key} only applies to {MODE}=overlay networks")
-    bridge = str(generic.get(BRIDGE_NAME, "")) or names.bridge_name(network_id)
-    if not names.valid_ifname(bridge):
-        raise BadRequest(f"option {BRIDGE_NAME}={bridge!r}: not a valid interface name (1-15 bytes, no spaces, '/' or ':')")
-    host_ip = str(generic.get(HOST_BINDING, "0.0.0.0"))
-    try:
-        ipaddress.IPv4Address(host_ip)
-    except ValueError:
-        raise BadRequest(f"option {HOST_BINDING}={host_ip!r}: not an IPv4 address") from None
+    bridge = parse_bridge_name(network_id, generic[BRIDGE_NAME]) if BRIDGE_NAME in generic \
+        else names.bridge_name(network_id)
+    host_ip = str(parsing.parse_ip(generic.get(HOST_BINDING, "0.0.0.0"), f"option {HOST_BINDING}", version=4))
     default_mtu = 0 if mode == "overlay" else 1500
     return NetworkConfig(
         mode=mode,
@@ -124,14 +120,14 @@ def decode_mac(value) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{MAC_OPTION} must be a string")
     if value.count(":") == 5:
-        return value.lower()
+        return validate_mac(value, MAC_OPTION)
     try:
         raw = base64.b64decode(value, validate=True)
     except ValueError:
         raise BadRequest(f"{MAC_OPTION}={value!r} is neither base64 nor a colon MAC") from None
     if len(raw) != 6:
         raise BadRequest(f"{MAC_OPTION}={value!r} does not hold 6 bytes")
-    return ":".join(f"{b:02x}" for b in raw)
+    return validate_mac(":".join(f"{b:02x}" for b in raw), MAC_OPTION)
 
 
 def parse_endpoint_options(options: dict) -> EndpointOptions:
@@ -147,20 +143,77 @@ def parse_endpoint_options(options: dict) -> EndpointOptions:
     return EndpointOptions(mac=mac, exposed_ports=exposed, port_bindings=ports)
 
 
-def validate_mac(mac: str) -> str:
-    parts = mac.split(":")
+def validate_mac(mac: str, label: str = "MacAddress") -> str:
+    """A unicast Ethernet MAC in colon form, lower case.  The kernel refuses a multicast or all-zero
+    address on a veth (is_valid_ether_addr), which would surface as pynet's own failure."""
+    parts = mac.split(":") if isinstance(mac, str) else []
     if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
-        raise BadRequest(f"MacAddress {mac!r} is not a MAC address")
+        raise BadRequest(f"{label} {mac!r} is not a MAC address")
+    if int(parts[0], 16) & 1 or mac.strip("0:") == "":
+        raise BadRequest(f"{label} {mac!r} is not a unicast MAC address (multicast bit set, or all zero)")
     return mac.lower()
 
 
-def validate_cidr(label: str, value: str) -> str:
-    if not value:
-        return ""
-    try:
-        ipaddress.ip_interface(value)
-    except ValueError:
-        raise BadRequest(f"{label} {value!r} is not an address in CIDR form") from None
-    if "/" not in value:
-        raise BadRequest(f"{label} {value!r} must carry a prefix length")
+def validate_cidr(label: str, value: str, version: int | None = None) -> str:
+    """An address with its prefix length (CreateEndpoint's Interface) in canonical form, "" if none."""
+    iface = parsing.optional(parsing.parse_interface, value, label, version)
+    return str(iface) if iface is not None else ""
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# dockerd's marker for an aux address its IPAM did not return (IPAMData.MarshalJSON of a nil IPNet).
+_NO_ADDRESS = "<nil>"
+
+
+def parse_ipam_data(label: str, data: IPAMData, version: int) -> IPAMData:
+    """One element of CreateNetwork's IPv4Data/IPv6Data, checked and canonical: the pool a network of
+    ``version``, the gateway (CIDR with the pool's length) and every aux address inside it."""
+    pool = parsing.parse_network(data.pool, f"{label}.Pool", version)
+    gateway = parsing.optional(parsing.parse_interface, data.gateway, f"{label}.Gateway", version)
+    if pool.is_loopback or pool.is_multicast:
+        raise BadRequest(f"{label}.Pool {pool}: a loopback or multicast range cannot be a network")
+    if gateway is not None and gateway.ip not in pool:
+        raise BadRequest(f"{label}.Gateway {gateway} is not inside pool {pool}")
+    ip = gateway.ip if gateway is not None else None
+    if ip is not None and (ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip == _BROADCAST):
+        # the kernel refuses these on the bridge, which would surface as pynet's own failure
+        raise BadRequest(f"{label}.Gateway {gateway}: not an address a bridge can hold")
+    if not isinstance(data.address_space, str):
+        raise BadRequest(f"{label}.AddressSpace must be a string")
+    aux = {}
+    for name, value in data.aux_addresses.items():
+        if value != _NO_ADDRESS:
+            aux[name] = str(parsing.parse_interface(value, f"{label}.AuxAddresses[{name!r}]", version))
+    return replace(data, pool=str(pool), gateway=str(gateway) if gateway else "", aux_addresses=aux)
+
+
+def parse_ipam_list(label: str, datas: list[IPAMData], version: int) -> list[IPAMData]:
+    """CreateNetwork's IPv4Data or IPv6Data, each element checked (parse_ipam_data) and no two pools
+    overlapping: dockerd never sends that, and two copies of one gateway on the bridge would fail."""
+    parsed = [parse_ipam_data(f"{label}[{i}]", d, version) for i, d in enumerate(datas)]
+    nets = [ipaddress.ip_network(d.pool) for d in parsed]
+    for i, net in enumerate(nets):
+        for j in range(i):
+            if net.overlaps(nets[j]):
+                raise BadRequest(f"{label}[{i}].Pool {net} overlaps {label}[{j}].Pool {nets[j]}")
+    return parsed
+
+
+# Docker's own bridges: its default bridge, the gateway bridge of swarm/overlay containers, and the
+# bridge driver's user networks (br-<first 12 hex digits of the network ID>).
+DOCKER_BRIDGE = re.compile(r"^(docker0|docker_gwbridge|br-[0-9a-f]{12})$")
+
+
+def parse_bridge_name(network_id: str, value) -> str:
+    """``pynet.bridge_name``: a valid Linux interface name (the kernel's dev_valid_name: 1-15 bytes,
+    not "." or "..", no '/', ':' or whitespace), never one of Docker's bridges, and never a name pynet
+    derives for another object (start-up garbage collection would take it for a leftover)."""
+    if not isinstance(value, str) or not names.valid_ifname(value):
+        raise BadRequest(f"option {BRIDGE_NAME}={value!r}: not a valid interface name "
+                         "(1-15 bytes, not '.' or '..', no whitespace, '/' or ':')")
+    if DOCKER_BRIDGE.fullmatch(value):
+        raise BadRequest(f"option {BRIDGE_NAME}={value!r}: that is one of Docker's own bridges")
+    if names.owner_of(value) is not None and value != names.bridge_name(network_id):
+        raise BadRequest(f"option {BRIDGE_NAME}={value!r}: names of the form pn-/pnh/pnc/pnv + 12 hex digits "
+                         "are pynet's own for other networks and endpoints")
     return value

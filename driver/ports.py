@@ -19,6 +19,7 @@ import ipaddress
 import socket
 from dataclasses import asdict, dataclass
 
+from pynet import parsing
 from pynet.errors import BadRequest, Conflict
 from pynet.store import keys
 from pynet.store.base import Entry, Store
@@ -77,11 +78,8 @@ def parse_requests(portmap: list) -> list[Request]:
         if not isinstance(host_port, int) or not 0 <= host_port <= end < 65536:
             raise BadRequest(f"port binding {entry!r}: bad host port range")
         host_ip = entry.get("HostIP") or ""
-        if host_ip:
-            try:
-                ipaddress.ip_address(host_ip)
-            except ValueError:
-                raise BadRequest(f"port binding {entry!r}: host address {host_ip!r} is not an IP") from None
+        if host_ip:  # canonical from here on: it is a store key and lands in iptables rules
+            host_ip = str(parsing.parse_ip(host_ip, f"port binding {proto}/{port} HostIP"))
         out.append(Request(proto, port, host_ip, host_port, end))
     return out
 

@@ -54,6 +54,9 @@ from pynet.store.base import Store
 
 log = logging.getLogger("pynet.driver")
 _ID = re.compile(r"^[0-9a-f]{12,64}$")
+# Held while a create checks that its kernel names are free and writes its record, so two creates
+# whose names collide cannot both pass the check (only the store write is inside, never kernel work).
+_NAMES = "kernel-names"
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class JoinInfo:
 
 
 def check_id(label: str, value: str) -> str:
-    if not _ID.match(value or ""):
+    if not isinstance(value, str) or not _ID.fullmatch(value):  # fullmatch: "$" would let "<id>\n" through
         raise BadRequest(f"{label} {value!r} is not a Docker ID (12 to 64 lowercase hex digits)")
     return value
 
@@ -88,15 +91,21 @@ class NetworkService:
     def create_network(self, network_id: str, opts: dict, ipv4: list[IPAMData], ipv6: list[IPAMData]) -> None:
         net = self._parse_network(network_id, opts, ipv4, ipv6)
         with self._locks.hold(network_id):
-            self._check_bridge_free(net)
-            if net.config.bridge_given and self.links.get(net.config.bridge) is not None:
+            self._check_bridge_free(net)  # early, before an overlay's claim; again under _NAMES below
+            link = self.links.get(net.config.bridge) if net.config.bridge_given else None
+            if link is not None:
+                if link.kind != "bridge":
+                    raise Conflict(f"option {options.BRIDGE_NAME}={net.config.bridge!r}: that link exists "
+                                   f"and is a {link.kind or 'device'}, not a bridge")
                 # A user-named bridge that already exists is adopted, and left in place at DeleteNetwork.
                 net = replace(net, bridge_created=False)
             claim = None
             if net.config.mode == "overlay":
                 net, claim = self.overlays.claim(net)  # the cluster: the overlay's VNI, pools, gateway
             try:
-                existing = self.repo.add_network(net)
+                with self._locks.hold(_NAMES):
+                    self._check_bridge_free(net)
+                    existing = self.repo.add_network(net)
             except Exception:
                 if claim is not None:
                     self.overlays.undo(claim)
@@ -118,9 +127,7 @@ class NetworkService:
     def _parse_network(self, network_id: str, opts: dict, ipv4: list[IPAMData], ipv6: list[IPAMData]) -> Network:
         check_id("NetworkID", network_id)
         config = options.parse_network_options(network_id, opts, multi_host=self.overlays is not None)
-        for data in ipv4 + ipv6:
-            options.validate_cidr("pool", data.pool)
-            options.validate_cidr("gateway", data.gateway)
+        ipv4, ipv6 = options.parse_ipam_list("IPv4Data", ipv4, 4), options.parse_ipam_list("IPv6Data", ipv6, 6)
         net = Network(id=network_id, config=config, ipv4=tuple(ipv4), ipv6=tuple(ipv6))
         if config.mode == "overlay":
             net = self.overlays.prepare(net, self.repo.networks())
@@ -130,6 +137,16 @@ class NetworkService:
         for other in self.repo.networks():
             if other.id != net.id and other.config.bridge == net.config.bridge:
                 raise Conflict(f"bridge {net.config.bridge!r} is already used by network {other.id[:12]}")
+            if other.id != net.id and other.id[:12] == net.id[:12]:
+                # Kernel names carry 12 digits of the ID (driver/names.py): both would own pn-/pnv<prefix>.
+                raise Conflict(f"network {net.id}: its kernel names (from {net.id[:12]}) are already those "
+                               f"of network {other.id}")
+
+    def _check_endpoint_names_free(self, ep: Endpoint) -> None:
+        for other in self.repo.endpoints():
+            if other.id != ep.id and {other.host_if, other.container_if} & {ep.host_if, ep.container_if}:
+                raise Conflict(f"endpoint {ep.id}: its interfaces {ep.host_if}/{ep.container_if} are already "
+                               f"those of endpoint {other.id} on network {other.network_id[:12]}")
 
     def restore_network(self, net: Network) -> None:
         """Start-up replay of a stored network: its kernel side, and (overlay) this host's membership
@@ -231,8 +248,8 @@ class NetworkService:
         check_id("EndpointID", endpoint_id)
         net = self.network(network_id)
         epo = options.parse_endpoint_options(opts)
-        address = options.validate_cidr("Interface.Address", iface.get("address", ""))
-        address_v6 = options.validate_cidr("Interface.AddressIPv6", iface.get("address_v6", ""))
+        address = options.validate_cidr("Interface.Address", iface.get("address", ""), 4)
+        address_v6 = options.validate_cidr("Interface.AddressIPv6", iface.get("address_v6", ""), 6)
         given_mac = options.validate_mac(iface["mac"]) if iface.get("mac") else ""
         mac = given_mac or epo.mac or names.endpoint_mac(address, endpoint_id)
         ep = Endpoint(network_id=network_id, id=endpoint_id, host_if=names.host_veth(endpoint_id),
@@ -240,7 +257,9 @@ class NetworkService:
                       address_v6=address_v6, mac=mac, exposed_ports=epo.exposed_ports,
                       port_bindings=epo.port_bindings)
         with self._locks.hold(endpoint_id):
-            existing = self.repo.add_endpoint(ep)
+            with self._locks.hold(_NAMES):
+                self._check_endpoint_names_free(ep)
+                existing = self.repo.add_endpoint(ep)
             if existing is not None and existing != ep:
                 raise Conflict(f"endpoint {endpoint_id[:12]} already exists with other settings")
             faults.reached("endpoint-recorded")

@@ -19,6 +19,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from pynet import parsing
 from pynet.errors import BadRequest
 from pynet.ipam.models import PoolRef
 
@@ -29,26 +30,19 @@ DEFAULT_POOLS = "10.200.0.0/13:24,fd70:796e:6574::/48:64"
 
 
 def parse_network(text: str, what: str = "pool") -> Network:
-    """``text`` as a canonical network ('10.1.1.1/24' -> 10.1.1.0/24); BadRequest if not a CIDR."""
-    if not isinstance(text, str) or "/" not in text:
-        raise BadRequest(f"invalid {what} {text!r}: expected a CIDR such as 10.1.0.0/16")
-    try:
-        return ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError as err:
-        raise BadRequest(f"invalid {what} {text!r}: {err}") from err
+    """``text`` as a network (pynet/parsing.py: host bits zero, no scope, no whitespace); BadRequest
+    naming ``what`` otherwise.  IPv6 in any spelling is accepted and comes back canonical."""
+    return parsing.parse_network(text, what)
 
 
 def canonical(text: str, what: str = "pool") -> str:
-    """The canonical CIDR string of ``text`` (host bits cleared)."""
+    """The canonical CIDR string of ``text``."""
     return str(parse_network(text, what))
 
 
 def parse_address(text: str, what: str = "address") -> Address:
-    """A plain IP address (no mask); BadRequest naming the value otherwise."""
-    try:
-        return ipaddress.ip_address(text.strip() if isinstance(text, str) else text)
-    except ValueError as err:
-        raise BadRequest(f"invalid {what} {text!r}: {err}") from err
+    """A plain IP address (no mask, pynet/parsing.py); BadRequest naming ``what`` otherwise."""
+    return parsing.parse_ip(text, what)
 
 
 def overlaps(a: Network, b: Network) -> bool:
@@ -148,6 +142,7 @@ def parse_pool_id(pool_id: str) -> PoolRef | None:
     if len(parts) not in (3, 5) or not parts[0]:
         return None
     try:
+        parsing.parse_name(parts[0], "address space")
         pool = parse_network(f"{parts[1]}/{parts[2]}")
         sub = parse_network(f"{parts[3]}/{parts[4]}") if len(parts) == 5 else None
     except BadRequest:

@@ -32,6 +32,7 @@ import logging
 import secrets
 import time
 
+from pynet import parsing
 from pynet.errors import BadRequest, Conflict, Exhausted, NotFound, Unavailable
 from pynet.ipam import allocator
 from pynet.ipam.allocator import AddressRange
@@ -143,6 +144,8 @@ class IpamService:
         NotFound: unknown pool id.  BadRequest: malformed address or outside the
         pool.  Conflict: address taken.  Exhausted: nothing free.
         """
+        if address:
+            parse_address(address)  # a malformed address is refused as such, whatever the pool
         rng = self._range(pool_id)
         kind = allocator.GATEWAY if _is_gateway(options) else allocator.ENDPOINT
         if self._host and kind == allocator.GATEWAY:
@@ -237,8 +240,7 @@ class IpamService:
 
 
 def _check_space(space: str) -> None:
-    if not isinstance(space, str) or not space or "/" in space:
-        raise BadRequest(f"invalid address space {space!r}: must be a non-empty name without '/'")
+    parsing.parse_name(space, "address space")  # part of store keys and PoolIDs
 
 
 def _check_pool_options(options: dict | None) -> None:

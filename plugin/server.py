@@ -9,7 +9,9 @@ until the worker is ready.  The worker builds the services (plugin/compose.py,
 after the fork, so netlink and sqlite handles are never shared across
 processes) and starts the background work there: heavy start-up work never
 delays the socket.  SIGTERM is gunicorn's graceful stop; the socket file is
-removed.
+removed.  Each request must arrive within plugin/worker.py's deadline and be at
+most plugin/http.py's MAX_BODY: neither a slow nor a huge client can hold a
+request thread.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class _Gunicorn(BaseApplication):
         for key, value in {
             "bind": [f"unix:{s.socket}"],
             "workers": 1,
-            "worker_class": "gthread",
+            # gthread with a deadline on reading each request (plugin/worker.py): a slow client cannot hold a thread
+            "worker_class": "pynet.plugin.worker.BoundedThreadWorker",
             "threads": s.threads,
             "timeout": 120,
             "graceful_timeout": 10,

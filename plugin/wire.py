@@ -9,6 +9,10 @@ out fields that are None.
 
 Go encodes nil maps and slices as JSON ``null``: a null (or missing) field gets
 the dataclass default (``{}``/``[]``/``""``), never None.
+
+A field may name a parser (``wire("NetworkID", parse=docker_id)``, pynet/parsing.py): it runs on the
+value after the type check, so an ID with a '/', a newline or 10,000 characters is refused here, by
+name, before any service, store key or kernel name sees it.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from pynet.errors import BadRequest
 _TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", dict: "an object", list: "a list"}
 
 
-def wire(name: str, default=MISSING, default_factory=MISSING, required: bool = False):
-    """A dataclass field carried on the wire under ``name``."""
-    meta = {"wire": name, "required": required}
+def wire(name: str, default=MISSING, default_factory=MISSING, required: bool = False, parse=None):
+    """A dataclass field carried on the wire under ``name``; ``parse(value, field)`` checks a present value."""
+    meta = {"wire": name, "required": required, "parse": parse}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     if default is not MISSING:
@@ -76,7 +80,9 @@ def decode(cls, body: dict, prefix: str = ""):
             if f.metadata.get("required"):
                 raise BadRequest(f"{prefix}{name} is required")
             continue  # dataclass default applies
-        kwargs[f.name] = _check(value, hints[f.name], prefix + name)
+        value = _check(value, hints[f.name], prefix + name)
+        parse = f.metadata.get("parse")
+        kwargs[f.name] = parse(value, prefix + name) if parse else value
     return cls(**kwargs)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pynet.driver.models import IPAMData
+from pynet.parsing import parse_docker_id as docker_id
 from pynet.driver.service import NetworkService
 from pynet.plugin.http import Route
 from pynet.plugin.wire import wire
@@ -31,7 +32,7 @@ class IPAMDataWire:
 class CreateNetworkRequest:
     """``{"NetworkID": "...", "Options": {...}, "IPv4Data": [...], "IPv6Data": [...]}`` (§3.3)."""
 
-    network_id: str = wire("NetworkID", required=True)
+    network_id: str = wire("NetworkID", required=True, parse=docker_id)
     options: dict = wire("Options", default_factory=dict)
     ipv4_data: list[IPAMDataWire] = wire("IPv4Data", default_factory=list)
     ipv6_data: list[IPAMDataWire] = wire("IPv6Data", default_factory=list)
@@ -41,7 +42,7 @@ class CreateNetworkRequest:
 class NetworkRequest:
     """``{"NetworkID": "..."}``: DeleteNetwork, FreeNetwork (§3.4, §3.5)."""
 
-    network_id: str = wire("NetworkID", required=True)
+    network_id: str = wire("NetworkID", required=True, parse=docker_id)
 
 
 @dataclass
@@ -55,8 +56,8 @@ class InterfaceWire:
 class CreateEndpointRequest:
     """``{"NetworkID", "EndpointID", "Interface": {"Address", "AddressIPv6", "MacAddress"}, "Options"}`` (§3.6)."""
 
-    network_id: str = wire("NetworkID", required=True)
-    endpoint_id: str = wire("EndpointID", required=True)
+    network_id: str = wire("NetworkID", required=True, parse=docker_id)
+    endpoint_id: str = wire("EndpointID", required=True, parse=docker_id)
     interface: InterfaceWire = wire("Interface", default_factory=InterfaceWire)
     options: dict = wire("Options", default_factory=dict)
 
@@ -65,16 +66,16 @@ class CreateEndpointRequest:
 class EndpointRequest:
     """``{"NetworkID", "EndpointID"}``: DeleteEndpoint, EndpointOperInfo, Leave, Revoke (§3.7-3.12)."""
 
-    network_id: str = wire("NetworkID", required=True)
-    endpoint_id: str = wire("EndpointID", required=True)
+    network_id: str = wire("NetworkID", required=True, parse=docker_id)
+    endpoint_id: str = wire("EndpointID", required=True, parse=docker_id)
 
 
 @dataclass
 class JoinRequest:
     """``{"NetworkID", "EndpointID", "SandboxKey", "Options"}`` (§3.9)."""
 
-    network_id: str = wire("NetworkID", required=True)
-    endpoint_id: str = wire("EndpointID", required=True)
+    network_id: str = wire("NetworkID", required=True, parse=docker_id)
+    endpoint_id: str = wire("EndpointID", required=True, parse=docker_id)
     sandbox_key: str = wire("SandboxKey", "")
     options: dict = wire("Options", default_factory=dict)
 
@@ -83,8 +84,8 @@ class JoinRequest:
 class ExternalRequest:
     """``{"NetworkID", "EndpointID", "Options"}``: ProgramExternalConnectivity (§3.11)."""
 
-    network_id: str = wire("NetworkID", required=True)
-    endpoint_id: str = wire("EndpointID", required=True)
+    network_id: str = wire("NetworkID", required=True, parse=docker_id)
+    endpoint_id: str = wire("EndpointID", required=True, parse=docker_id)
     options: dict = wire("Options", default_factory=dict)
 
 

@@ -128,9 +128,9 @@ def test_unknown_ids(client):
     assert status == 404 and "network ffffffffffff not found" in body["Err"]
     status, body = post(client, "NetworkDriver.Join", {"NetworkID": NID, "EndpointID": "e" * 64})
     assert status == 404 and "endpoint eeeeeeeeeeee not found" in body["Err"]
-    # libnetwork reads 404 from these two as "not implemented" = success, so a real error is a 500.
+    # libnetwork reads 404 from these two as "not implemented" = success, so a real error is another 4xx.
     status, body = post(client, "NetworkDriver.ProgramExternalConnectivity", {"NetworkID": NID, "EndpointID": "e" * 64})
-    assert status == 500 and "not found" in body["Err"]
+    assert status == 400 and "not found" in body["Err"]
     # Deletes of unknown things succeed: dockerd only logs their errors and may send them twice.
     assert post(client, "NetworkDriver.DeleteEndpoint", {"NetworkID": NID, "EndpointID": "e" * 64}) == (200, {})
     assert post(client, "NetworkDriver.DeleteNetwork", {"NetworkID": "f" * 64}) == (200, {})

@@ -58,10 +58,11 @@ def test_unknown_driver_opt_on_endpoint_is_refused():
 
 
 def test_decode_defaults_and_nested_types():
-    req = decode(CreateEndpointRequest, {"NetworkID": "a", "EndpointID": "b", "Interface": None, "Options": None})
+    ids = {"NetworkID": "a" * 64, "EndpointID": "b" * 64}
+    req = decode(CreateEndpointRequest, {**ids, "Interface": None, "Options": None})
     assert req.interface.address == "" and req.options == {}
     with pytest.raises(BadRequest, match=r"Interface.Address must be a string"):
-        decode(CreateEndpointRequest, {"NetworkID": "a", "EndpointID": "b", "Interface": {"Address": 1}})
+        decode(CreateEndpointRequest, {**ids, "Interface": {"Address": 1}})
 
 
 def test_encode_leaves_out_none():

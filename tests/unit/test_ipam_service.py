@@ -39,8 +39,9 @@ def test_default_address_spaces(ipam):
 
 
 def test_explicit_pool_is_canonical_with_deterministic_id(ipam):
-    assert pool(ipam, "10.1.1.1/24", options={}) == PoolResult("pynet-local/10.1.1.0/24", "10.1.1.0/24", {})
-    got = pool(ipam, "192.168.0.0/16", "192.168.5.9/24")
+    assert pool(ipam, "2001:DB8::/64", options={}, v6=True) == PoolResult(
+        "pynet-local/2001:db8::/64", "2001:db8::/64", {})
+    got = pool(ipam, "192.168.0.0/16", "192.168.5.0/24")
     assert got.pool_id == "pynet-local/192.168.0.0/16/192.168.5.0/24" and got.pool == "192.168.0.0/16"
 
 
