@@ -17,8 +17,9 @@ Docker's own macvlan driver:
   two hosts on one segment never hand out the same address.  Nothing is advertised: the segment
   itself carries the frames.
 
-``--internal`` means no parent, as with Docker's macvlan: the containers of one host sit on an empty
-bridge (``pnd<network>``; this kernel has no dummy links) and reach only each other.  Published ports
+``--internal`` means no parent, as with Docker's macvlan: the containers of one host sit on a veth pair
+attached to nothing (``pnd<network>``/``pne<network>``; Docker uses a dummy link, which this kernel
+lacks) and reach only each other.  Published ports
 do not apply (the containers are on the segment) and are refused by name.
 """
 
@@ -30,7 +31,7 @@ import threading
 from dataclasses import replace
 
 from pynet.driver import names, options
-from pynet.driver.kernel.links import BridgeSpec, KernelError
+from pynet.driver.kernel.links import KernelError
 from pynet.driver.kernel.macvlan import HostRoute, MacvlanSpec
 from pynet.driver.models import Endpoint, Network, NetworkConfig
 from pynet.errors import BadRequest, Conflict
@@ -134,8 +135,7 @@ class MacvlanNetworks:
         """The parent (a VLAN sub-interface, or the no-uplink bridge of --internal) and the host's side."""
         config = net.config
         if config.internal:
-            self.links.ensure_bridge(BridgeSpec(name=names.isolated_parent(net.id), mtu=config.mtu or 1500,
-                                                mac=names.bridge_mac(net.id)))
+            self.links.ensure_isolated(names.isolated_parent(net.id), names.isolated_peer(net.id), config.mtu or 1500)
             return  # isolated: the host does not reach the containers either
         vlan = split_vlan(config.parent)
         if vlan is not None:

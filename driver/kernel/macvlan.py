@@ -4,6 +4,7 @@ Design note.  Same rules as links.py (style.md §4): every write is an ``ensure_
 ``ensure`` keeps a compatible object and recreates an incompatible one, ``delete`` treats absence as
 success.  Three objects are pynet's here:
 
+* the parent of an ``--internal`` network: a veth pair attached to nothing (``ensure_isolated``);
 * a macvlan link (bridge mode) on a parent: a container's interface (handed to dockerd in Join, like a
   veth's container end) or the host-side interface ``pnm<net>`` through which the host reaches its own
   containers (a macvlan parent never sees its children's frames, the known gap of Docker's macvlan);
@@ -29,6 +30,7 @@ log = logging.getLogger("pynet.kernel")
 
 OWNER_ALIAS = "pynet: 802.1Q sub-interface"
 NUD_PERMANENT = 0x80
+SCOPE_LINK = 253  # on-link: the container is on the segment, no gateway
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,28 @@ class MacvlanOps:
             raise
         return msg
 
+    # -- the parent of an --internal network ------------------------------------------------
+    @owned
+    def ensure_isolated(self, name: str, peer: str, mtu: int) -> bool:
+        """A veth pair whose ends are up and attached to nothing: a parent with carrier and no uplink.
+        (Docker uses a dummy link, which this kernel lacks; an empty bridge has no carrier, and a
+        macvlan on a lower without carrier does not transmit.)  True if created."""
+        link, other = self._get(name), self._get(peer)
+        if link is not None and link.kind == "veth" and other is not None:
+            for end in (link, other):
+                if not end.up:
+                    self._call("bring up", end.name, self._ipr.link, "set", index=end.index, state="up")
+            return False
+        if link is not None or other is not None:
+            log.warning("recreating %s: not a veth pair with %s", name, peer)
+            self._delete(name)
+            self._delete(peer)
+        self._call("create", name, self._ipr.link, "add", ifname=name, kind="veth", mtu=mtu, state="up",
+                   peer={"ifname": peer, "mtu": mtu})
+        other = self._get(peer)
+        self._call("bring up", peer, self._ipr.link, "set", index=other.index, state="up")
+        return True
+
     # -- 802.1Q ----------------------------------------------------------------------
     @owned
     def ensure_vlan(self, name: str, lower: str, vid: int) -> bool:
@@ -139,14 +163,17 @@ class MacvlanOps:
                    lladdr=route.mac, ifindex=link.index, state=NUD_PERMANENT)
         src = {"prefsrc": route.src} if route.src else {}
         self._call(f"add route {route.ip}/32 on", route.dev, self._ipr.route, "replace", dst=route.ip,
-                   dst_len=32, oif=link.index, scope=253, **src)  # scope link: on-link, no gateway
+                   dst_len=32, oif=link.index, scope=SCOPE_LINK, **src)
 
     @owned
     def delete_host_route(self, dev: str, ip: str) -> None:
         link = self._get(dev)
         if link is None:
             return  # the device took its routes and neighbours with it
-        for what, fn, kwargs in (("route", self._ipr.route, {"dst": ip, "dst_len": 32, "oif": link.index}),
+        # The scope must be given: the kernel only deletes a route whose scope matches (or is "nowhere"),
+        # and "no such route" is success here, so a mismatch would leave the route silently.
+        route = {"dst": ip, "dst_len": 32, "oif": link.index, "scope": SCOPE_LINK}
+        for what, fn, kwargs in (("route", self._ipr.route, route),
                                  ("neighbour", self._ipr.neigh, {"dst": ip, "ifindex": link.index})):
             try:
                 fn("del", **kwargs)
