@@ -148,7 +148,8 @@ class MacvlanNetworks:
         """What ``ensure`` made; a VLAN sub-interface goes when no other stored network (``stored()``,
         read under the lock) uses it and pynet made it.  Absence is fine."""
         self.links.delete(names.macvlan_host(net.id))
-        self.links.delete(names.isolated_parent(net.id))
+        self.links.delete(names.isolated_parent(net.id))  # takes its peer along; the peer's delete is for a half-made pair
+        self.links.delete(names.isolated_peer(net.id))
         if split_vlan(net.config.parent) is None:
             return
         with self._parents:
