@@ -186,6 +186,15 @@ class MacvlanNetworks:
         return HostRoute(dev=names.macvlan_host(net.id), ip=str(address.ip), mac=ep.mac,
                          src=self._source(net.config.parent, address))
 
+    def connected(self, net: Network, ep: Endpoint) -> tuple[str, ...]:
+        """The host's source address as an on-link /32 in the container, when it lies outside the
+        container's subnet: otherwise the container would send its replies to the host via its gateway,
+        and the host would not reach its own container (the host-side interface answers its ARP)."""
+        route = self.host_route(net, ep)
+        if route is None or not route.src or ipaddress.ip_address(route.src) in ipaddress.ip_interface(ep.address).network:
+            return ()
+        return (f"{route.src}/32",)
+
     def _source(self, parent: str, address) -> str:
         """The host's own address on the segment (in the container's subnet), so the container answers it
         on-link; else the parent's first address; else "" (the kernel picks)."""

@@ -52,6 +52,7 @@ class JoinInfo:
     dst_prefix: str
     gateway: str = ""
     gateway_v6: str = ""
+    connected: tuple[str, ...] = ()  # CIDRs the container reaches on-link (StaticRoutes, RouteType 1)
 
 
 def check_id(label: str, value: str) -> str:
@@ -314,7 +315,8 @@ class NetworkService:
                         endpoint_id[:12], net.config.overlay)
         return JoinInfo(src_name=ep.container_if, dst_prefix="eth",
                         gateway=_gateway_for(net.ipv4, ep.address, net.config.internal),
-                        gateway_v6=_gateway_for(net.ipv6, ep.address_v6, net.config.internal))
+                        gateway_v6=_gateway_for(net.ipv6, ep.address_v6, net.config.internal),
+                        connected=self.macvlan.connected(net, ep) if net.config.mode == "macvlan" else ())
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Nothing to undo in the kernel: dockerd moves the interface back itself."""

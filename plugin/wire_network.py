@@ -133,7 +133,8 @@ def routes(svc: NetworkService) -> list[Route]:
     def join(r: JoinRequest):
         info = svc.join(r.network_id, r.endpoint_id, r.sandbox_key, r.options)
         return JoinResponse(interface_name=InterfaceName(info.src_name, info.dst_prefix),
-                            gateway=info.gateway or None, gateway_ipv6=info.gateway_v6 or None)
+                            gateway=info.gateway or None, gateway_ipv6=info.gateway_v6 or None,
+                            static_routes=[{"Destination": d, "RouteType": 1, "NextHop": ""} for d in info.connected])
 
     p = "/NetworkDriver."
     return [

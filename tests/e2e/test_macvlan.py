@@ -159,6 +159,12 @@ def test_macvlan_200_concurrent_containers_never_share_an_address(cluster, clean
     assert all(ipaddress.ip_address(ip) in ipaddress.ip_network("10.77.0.0/24") for ip in ips)
     for i in (0, per_host // 2, per_host - 1):
         assert_ping(a, names[a][i], addresses[names[b][i]], wait=3)
+    # No address of host a is in 10.77.0.0/23: the container answers the host's 192.0.2.1 on-link
+    # (Join's connected StaticRoute), not through a gateway that is not there.
+    ok, out = host_ping(a, addresses[names[a][0]])
+    assert ok, out
+    route = a.docker("exec", names[a][0], "ip", "route").stdout
+    assert re.search(r"^192\.0\.2\.1 dev eth0", route, re.M), route
     for h, ns in names.items():
         chunks = [ns[i:i + 25] for i in range(0, len(ns), 25)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:

@@ -177,6 +177,17 @@ def test_network_and_endpoint_lifecycle(world):
     assert set(links.links) == {"eth0"}
 
 
+def test_host_source_outside_the_subnet_is_given_to_the_container_on_link(world):
+    svc, links = world
+    links.links["eth0"]["addresses"] = {"192.0.2.1/24"}
+    create(svc, NET1, pool=[IPAMData("10.5.0.0/24", "10.5.0.1/24")])
+    create(svc, NET2, pool=[IPAMData("192.0.2.0/24", "192.0.2.10/24")])
+    svc.create_endpoint(NET1, EP1, {"address": "10.5.0.2/24"}, {})
+    svc.create_endpoint(NET2, EP2, {"address": "192.0.2.130/24"}, {})
+    assert svc.join(NET1, EP1, "/x", {}).connected == ("192.0.2.1/32",)
+    assert svc.join(NET2, EP2, "/x", {}).connected == ()  # on-link already
+
+
 def test_macvlan_networks_never_reach_the_firewall(world):
     """No bridge: the firewall's per-bridge rules would name an interface "" (-i  -j DROP)."""
     svc, _ = world
