@@ -24,6 +24,8 @@ step, with pynet at ``--log-level info`` (its production default):
 8. overlay      after the single host is gone: two hosts on an underlay with etcd, pynet's overlay vs Docker
                 swarm's, cross-host iperf3 and convergence (bench/overlay.py; its own section of the report;
                 ``--no-overlay`` skips it, ``python -m bench.overlay`` runs it alone).
+9. macvlan      two hosts on one underlay bridge again: pynet's cluster-wide macvlan vs Docker's macvlan
+                (bench/macvlan.py; ``--no-macvlan`` skips it, ``python -m bench.macvlan`` runs it alone).
 
 Results: bench/results/latest.json (all samples) and bench/results/latest.md (tables for the README).
 """
@@ -52,7 +54,8 @@ from bench import plugin_latency as pl  # noqa: E402
 from bench import overlay as bench_overlay  # noqa: E402
 from bench import ports as bench_ports  # noqa: E402
 from bench.call_trace import CallTrace  # noqa: E402
-from bench.report import render, render_overlay  # noqa: E402
+from bench import macvlan as bench_macvlan  # noqa: E402
+from bench.report import render, render_macvlan, render_overlay  # noqa: E402
 from bench.stats import summary  # noqa: E402
 from pynet.lab.dockerhost import DockerHost  # noqa: E402
 from pynet.lab.proc import install_signal_handlers, prerequisites_missing, tail  # noqa: E402
@@ -237,6 +240,10 @@ def write_results(results: dict) -> str:
         md += "\n" + render_overlay(results["overlay"])
     elif "overlay_error" in results:
         md += f"\n### Multi-host overlay\n\n**failed:** {results['overlay_error']}\n"
+    if "macvlan" in results:
+        md += "\n" + render_macvlan(results["macvlan"])
+    elif "macvlan_error" in results:
+        md += f"\n### Multi-host macvlan\n\n**failed:** {results['macvlan_error']}\n"
     (RESULTS / "latest.md").write_text(md)
     return md
 
@@ -245,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (~2.5 min instead of ~6)")
     parser.add_argument("--no-overlay", action="store_true", help="skip the multi-host overlay section")
+    parser.add_argument("--no-macvlan", action="store_true", help="skip the multi-host macvlan section")
     args = parser.parse_args(argv)
     missing = prerequisites_missing()
     if missing:
@@ -269,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     if not args.no_overlay:
         rc = overlay_step(results, args.quick)
+    if not args.no_macvlan:
+        rc = macvlan_step(results, args.quick) or rc
     results["elapsed_s"] = time.monotonic() - t0
     print(write_results(results))
     return rc
@@ -288,6 +298,28 @@ def overlay_step(results: dict, quick: bool) -> int:
     except Exception as exc:  # noqa: BLE001 - recorded in the results and the exit code
         results["overlay_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"bench: overlay section failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        try:
+            base.rmdir()
+        except OSError as exc:
+            print(f"bench: {base} left behind: {exc}", file=sys.stderr)
+
+
+def macvlan_step(results: dict, quick: bool) -> int:
+    """The multi-host macvlan section (its own two-host cluster); a failure is recorded, the rest kept."""
+    print("multi-host macvlan ...", flush=True)
+    why = bench_overlay.missing()
+    base = Path(tempfile.mkdtemp(prefix="pn-bench-mv-", dir="/tmp"))
+    try:
+        if why:
+            raise RuntimeError(why)
+        results["macvlan"] = bench_macvlan.macvlan_section(bench_macvlan.QUICK if quick else bench_macvlan.FULL,
+                                                          base / "cl")
+        return 0
+    except Exception as exc:  # noqa: BLE001 - recorded in the results and the exit code
+        results["macvlan_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"bench: macvlan section failed: {exc}", file=sys.stderr)
         return 1
     finally:
         try:
