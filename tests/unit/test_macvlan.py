@@ -319,3 +319,11 @@ def test_a_record_cannot_choose_another_mode(mode):
     with pytest.raises(InvalidRecord, match="pynet.mode"):
         DockerNetwork.from_dict({"name": "lan", "driver": "pynet", "ipam_driver": "pynet",
                                  "pools": [{"subnet": "10.10.0.0/24"}], "options": {"pynet.mode": mode}})
+
+
+@pytest.mark.parametrize("parent", ["ul0; rm -rf /", "ul0 up", "$(id)", "x" * 65])
+def test_a_record_cannot_smuggle_a_parent(parent):
+    with pytest.raises(InvalidRecord, match="option parent"):
+        DockerNetwork.from_dict({"name": "lan", "driver": "pynet", "ipam_driver": "pynet",
+                                 "pools": [{"subnet": "10.10.0.0/24"}],
+                                 "options": {"pynet.mode": "macvlan", "parent": parent}})
