@@ -63,6 +63,8 @@ class DockerNetwork:
         pools = [{"subnet": c.get("Subnet", ""), "ip_range": c.get("IPRange", ""), "gateway": c.get("Gateway", "")}
                  for c in ipam.get("Config") or [] if isinstance(c, dict)]
         opts = {k: v for k, v in (inspected.get("Options") or {}).items() if k in OPTIONS}
+        if opts.get("pynet.mode") == "overlay":
+            del opts["pynet.mode"]  # the default: an overlay's record stays readable by a pynet without macvlan
         return cls.from_dict({"name": inspected.get("Name", overlay), "driver": inspected.get("Driver", ""),
                               "ipam_driver": ipam.get("Driver") or "", "pools": pools,
                               "internal": bool(inspected.get("Internal")), "ipv6": bool(inspected.get("EnableIPv6")),

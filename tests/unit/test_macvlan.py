@@ -308,6 +308,13 @@ def test_a_cluster_wide_macvlan_network_is_replicated_as_macvlan_with_its_parent
     assert body["IPAM"]["Config"] == [{"Subnet": "192.0.2.0/24", "IPRange": "192.0.2.128/25", "Gateway": "192.0.2.10"}]
 
 
+def test_an_overlay_is_described_without_a_mode_as_before():
+    """A pynet from before macvlan refuses any option it does not replicate: an overlay's record must not
+    start carrying pynet.mode, or those hosts would stop creating new overlays during a rolling upgrade."""
+    inspected = {**INSPECTED, "Options": {"pynet.mode": "overlay", "pynet.overlay": "lan"}}
+    assert DockerNetwork.describe(inspected, "lan").options == ()
+
+
 def test_an_overlay_description_without_a_mode_stays_an_overlay():
     d = DockerNetwork.from_dict({"name": "demo", "driver": "pynet", "ipam_driver": "pynet",
                                  "pools": [{"subnet": "10.10.0.0/24"}]})
