@@ -238,3 +238,56 @@ def render_dns(d: dict) -> str:
     lines += ["", f"`target`'s name was answered on host B {d['target_resolvable_after_s']:.2f} s after its `docker run` "
                   "and two `docker inspect`s had returned (the time those took is not in the figure).", ""]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ macvlan
+def render_macvlan(m: dict, machine: dict | None = None) -> str:
+    """The "Multi-host macvlan" section (bench/macvlan.py's results): pynet's vs Docker's macvlan."""
+    tp, rtt, plan = m["throughput"], m["rtt"], m["plan"]
+    cols = (("docker-macvlan", "Docker macvlan"), ("pynet-macvlan", "pynet macvlan"))
+    lines = ["### Multi-host macvlan", ""]
+    if machine:
+        lines += [f"{machine['date_utc']} · {machine['nproc']} cores · kernel {machine['kernel']} · "
+                  f"dockerd {machine.get('dockerd', '?')} · pynet {machine.get('pynet_source', '?')} · "
+                  f"`python -m bench.macvlan{' --quick' if machine['mode'] == 'quick' else ''}` in "
+                  f"{m.get('elapsed_s', 0):.0f} s", ""]
+    ul = m["underlay"]
+    lines += [f"Two Docker hosts on one underlay bridge ({ul['a']} / {ul['b']}, MTU {ul['mtu']}), parent "
+              f"`{ul['parent']}` on both; both drivers on the same two dockerds, measured in one run, interleaved; "
+              f"{m.get('elapsed_s', 0):.0f} s, load average {m.get('loadavg_start', float('nan')):.2f} → "
+              f"{m.get('loadavg_end', float('nan')):.2f}.", "",
+              "| measure | Docker macvlan | pynet macvlan | pynet / Docker |", "|---|---:|---:|---:|"]
+
+    def rtts(k: str) -> list[float]:
+        return [r["median"] for r in rtt[k]]
+
+    r_tp = ratio(tp["pynet-macvlan"]["median"], tp["docker-macvlan"]["median"])
+    lines.append(f"| iperf3 TCP, container on B → container on A, median (range) of {tp['pynet-macvlan']['n']} × "
+                 f"{plan['iperf_seconds']} s | " + " | ".join(
+                     f"{tp[k]['median']:.2f} Gbit/s ({tp[k]['min']:.1f}–{tp[k]['max']:.1f})" for k, _ in cols)
+                 + f" | {r_tp:.3f} |")
+    med = {k: sorted(rtts(k))[len(rtts(k)) // 2] for k, _ in cols}
+    p99 = {k: max(r["p99"] for r in rtt[k]) for k, _ in cols}
+    lines.append(f"| ping RTT B → A, median / worst p99 of {len(rtt['pynet-macvlan'])} × 100 | " + " | ".join(
+        f"{med[k] * 1e3:.3f} / {p99[k] * 1e3:.3f} ms" for k, _ in cols)
+        + f" | {ratio(med['pynet-macvlan'], med['docker-macvlan']):.3f} |")
+    lines.append("| container MTU (A / B) | " + " | ".join(
+        f"{tp[k]['mtu_server_a']} / {tp[k]['mtu_client_b']}" for k, _ in cols) + " | |")
+    own = m["host_reaches_own"]
+    lines.append("| host A pings its own container | " + " | ".join(
+        "yes" if own[k] else "no" for k, _ in cols) + " | |")
+    dup = m["duplicates"]
+    lines.append(f"| addresses handed out on both hosts, {dup['pynet-macvlan']['per_host']} containers per host, "
+                 f"one subnet and no split range | {dup['docker-naive']['duplicates']} | "
+                 f"{dup['pynet-macvlan']['duplicates']} | |")
+    cr = m["create"]["pynet-macvlan"]
+    appeared = ("created on B by hand (did not appear within 15 s)" if cr.get("created_by_hand_on_b")
+                else f"listed on B {cr['appeared_on_b_s']:.2f} s after its creation on A")
+    lines += ["", f"Notes: Docker's `dmv` was created on each host by hand with the range split "
+              f"({m['create']['docker-macvlan']['ip_ranges']['a']} / {m['create']['docker-macvlan']['ip_ranges']['b']}); "
+              f"pynet's `pmv` was created once, on A, and {appeared}. Both put the container's interface straight "
+              "on the parent (bridge-mode macvlan), so the data path is the same kernel code; the figures "
+              "show that pynet adds nothing to it.", ""]
+    if m.get("cleanup_left"):
+        lines += [f"**Left behind before the cluster was stopped:** {', '.join(m['cleanup_left'])}", ""]
+    return "\n".join(lines)

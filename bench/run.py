@@ -27,6 +27,8 @@ step, with pynet at ``--log-level info`` (its production default):
 9. dns          two hosts again: lookup latency of a cross-host name through pynet's cluster DNS vs a local
                 name through Docker's resolver, and pynet's queries per second (bench/dns.py; ``--no-dns``
                 skips it, ``python -m bench.dns`` runs it alone).
+10. macvlan     two hosts on one underlay bridge again: pynet's cluster-wide macvlan vs Docker's macvlan
+                (bench/macvlan.py; ``--no-macvlan`` skips it, ``python -m bench.macvlan`` runs it alone).
 
 Results: bench/results/latest.json (all samples) and bench/results/latest.md (tables for the README).
 """
@@ -56,7 +58,8 @@ from bench import dns as bench_dns  # noqa: E402
 from bench import overlay as bench_overlay  # noqa: E402
 from bench import ports as bench_ports  # noqa: E402
 from bench.call_trace import CallTrace  # noqa: E402
-from bench.report import render, render_dns, render_overlay  # noqa: E402
+from bench import macvlan as bench_macvlan  # noqa: E402
+from bench.report import render, render_dns, render_macvlan, render_overlay  # noqa: E402
 from bench.stats import summary  # noqa: E402
 from pynet.lab.dockerhost import DockerHost  # noqa: E402
 from pynet.lab.proc import install_signal_handlers, prerequisites_missing, tail  # noqa: E402
@@ -245,6 +248,10 @@ def write_results(results: dict) -> str:
         md += "\n" + render_dns(results["dns"])
     elif "dns_error" in results:
         md += f"\n### Cluster DNS\n\n**failed:** {results['dns_error']}\n"
+    if "macvlan" in results:
+        md += "\n" + render_macvlan(results["macvlan"])
+    elif "macvlan_error" in results:
+        md += f"\n### Multi-host macvlan\n\n**failed:** {results['macvlan_error']}\n"
     (RESULTS / "latest.md").write_text(md)
     return md
 
@@ -254,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (~2.5 min instead of ~6)")
     parser.add_argument("--no-overlay", action="store_true", help="skip the multi-host overlay section")
     parser.add_argument("--no-dns", action="store_true", help="skip the cluster DNS section")
+    parser.add_argument("--no-macvlan", action="store_true", help="skip the multi-host macvlan section")
     args = parser.parse_args(argv)
     missing = prerequisites_missing()
     if missing:
@@ -280,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         rc = overlay_step(results, args.quick)
     if not args.no_dns:
         rc = dns_step(results, args.quick) or rc
+    if not args.no_macvlan:
+        rc = macvlan_step(results, args.quick) or rc
     results["elapsed_s"] = time.monotonic() - t0
     print(write_results(results))
     return rc
@@ -320,6 +330,28 @@ def dns_step(results: dict, quick: bool) -> int:
     except Exception as exc:  # noqa: BLE001 - recorded in the results and the exit code
         results["dns_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"bench: dns section failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        try:
+            base.rmdir()
+        except OSError as exc:
+            print(f"bench: {base} left behind: {exc}", file=sys.stderr)
+
+
+def macvlan_step(results: dict, quick: bool) -> int:
+    """The multi-host macvlan section (its own two-host cluster); a failure is recorded, the rest kept."""
+    print("multi-host macvlan ...", flush=True)
+    why = bench_overlay.missing()
+    base = Path(tempfile.mkdtemp(prefix="pn-bench-mv-", dir="/tmp"))
+    try:
+        if why:
+            raise RuntimeError(why)
+        results["macvlan"] = bench_macvlan.macvlan_section(bench_macvlan.QUICK if quick else bench_macvlan.FULL,
+                                                          base / "cl")
+        return 0
+    except Exception as exc:  # noqa: BLE001 - recorded in the results and the exit code
+        results["macvlan_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"bench: macvlan section failed: {exc}", file=sys.stderr)
         return 1
     finally:
         try:

@@ -29,7 +29,9 @@ OPTIONS = frozenset({
     "pynet.vni", "pynet.bridge_name", "com.docker.network.driver.mtu",
     "com.docker.network.bridge.enable_ip_masquerade", "com.docker.network.bridge.enable_icc",
     "com.docker.network.bridge.host_binding_ipv4",
+    "pynet.mode", "parent",  # a cluster-wide macvlan network (driver/macvlan.py): its mode and parent
 })
+MODES = frozenset({"overlay", "macvlan"})  # what pynet.mode may say in a replicated network
 OPTION_VALUE = re.compile(r"^[A-Za-z0-9_.:/-]{0,64}$")
 FIELDS = {"name", "driver", "ipam_driver", "pools", "internal", "ipv6", "options"}
 POOL_FIELDS = {"subnet", "ip_range", "gateway"}
@@ -61,6 +63,8 @@ class DockerNetwork:
         pools = [{"subnet": c.get("Subnet", ""), "ip_range": c.get("IPRange", ""), "gateway": c.get("Gateway", "")}
                  for c in ipam.get("Config") or [] if isinstance(c, dict)]
         opts = {k: v for k, v in (inspected.get("Options") or {}).items() if k in OPTIONS}
+        if opts.get("pynet.mode") == "overlay":
+            del opts["pynet.mode"]  # the default: an overlay's record stays readable by a pynet without macvlan
         return cls.from_dict({"name": inspected.get("Name", overlay), "driver": inspected.get("Driver", ""),
                               "ipam_driver": ipam.get("Driver") or "", "pools": pools,
                               "internal": bool(inspected.get("Internal")), "ipv6": bool(inspected.get("EnableIPv6")),
@@ -111,7 +115,7 @@ class DockerNetwork:
             "Name": self.name, "CheckDuplicate": True, "Driver": self.driver,
             "Internal": self.internal, "EnableIPv6": self.ipv6, "Attachable": False,
             "IPAM": {"Driver": self.ipam_driver, "Options": {}, "Config": config},
-            "Options": {**dict(self.options), "pynet.mode": "overlay", "pynet.overlay": overlay},
+            "Options": {"pynet.mode": "overlay", **dict(self.options), "pynet.overlay": overlay},
             "Labels": {ORIGIN_LABEL: origin},
         }
 
@@ -136,4 +140,6 @@ def _pool(value) -> IpamPool:
 def _option(key, value) -> tuple[str, str]:
     if key not in OPTIONS:
         raise InvalidRecord(f"Docker network option {str(key)[:80]!r} is not one pynet replicates")
+    if key == "pynet.mode" and value not in MODES:
+        raise InvalidRecord(f"Docker network option pynet.mode={str(value)[:80]!r} is not one pynet replicates")
     return key, records.text(value, f"option {key}", OPTION_VALUE)

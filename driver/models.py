@@ -38,6 +38,7 @@ class NetworkConfig:
     host_binding_ipv4: str = "0.0.0.0"
     overlay: str = ""
     vni: int = 0
+    parent: str = ""  # pynet.mode=macvlan: the host interface (IFACE or IFACE.VLAN), "" when --internal
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ pynet's leftovers.  Linux caps interface names at 15 bytes:
     host veth     pnh<endpoint-id[:12]>    stays on the bridge
     container     pnc<endpoint-id[:12]>    handed to dockerd (SrcName), renamed eth<N>
     vxlan         pnv<network-id[:12]>     overlay networks: the tunnel port on the bridge
+    macvlan host  pnm<network-id[:12]>     macvlan networks: the host's own interface on the parent
+    no-uplink     pnd<network-id[:12]>     --internal macvlan networks: the parent, a veth pair attached
+                  pne<network-id[:12]>     to nothing (its other end)
 
 Twelve hex digits are 48 bits; a collision between two live IDs is refused
 when the second network is created rather than silently sharing a bridge.
@@ -23,7 +26,7 @@ import re
 IFNAME_MAX = 15
 BRIDGE_RE = re.compile(r"^pn-([0-9a-f]{12})$")
 VETH_RE = re.compile(r"^pn([hc])([0-9a-f]{12})$")
-VXLAN_RE = re.compile(r"^pnv([0-9a-f]{12})$")
+VXLAN_RE = re.compile(r"^pn[vmde]([0-9a-f]{12})$")  # vxlan, macvlan host side, no-uplink parent (2 ends)
 
 
 def bridge_name(network_id: str) -> str:
@@ -32,6 +35,18 @@ def bridge_name(network_id: str) -> str:
 
 def vxlan_name(network_id: str) -> str:
     return f"pnv{network_id[:12]}"
+
+
+def macvlan_host(network_id: str) -> str:
+    return f"pnm{network_id[:12]}"
+
+
+def isolated_parent(network_id: str) -> str:
+    return f"pnd{network_id[:12]}"
+
+
+def isolated_peer(network_id: str) -> str:
+    return f"pne{network_id[:12]}"
 
 
 def host_veth(endpoint_id: str) -> str:

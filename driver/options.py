@@ -26,8 +26,9 @@ MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 ICC = "com.docker.network.bridge.enable_icc"
 HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 MODE, OVERLAY, VNI, BRIDGE_NAME = "pynet.mode", "pynet.overlay", "pynet.vni", "pynet.bridge_name"
+PARENT = "parent"  # pynet.mode=macvlan (driver/macvlan.py)
 
-KNOWN_GENERIC = {MTU, MASQUERADE, ICC, HOST_BINDING, MODE, OVERLAY, VNI, BRIDGE_NAME}
+KNOWN_GENERIC = {MTU, MASQUERADE, ICC, HOST_BINDING, MODE, OVERLAY, VNI, BRIDGE_NAME, PARENT}
 
 MAC_OPTION = "com.docker.network.endpoint.macaddress"
 EXPOSED = "com.docker.network.endpoint.exposedports"
@@ -73,8 +74,14 @@ def parse_network_options(network_id: str, options: dict, multi_host: bool = Fal
     if unknown:
         raise BadRequest(f"unknown network option {unknown[0]!r} (pynet knows: {', '.join(sorted(KNOWN_GENERIC))})")
     mode = str(generic.get(MODE, "bridge"))
-    if mode not in ("bridge", "overlay"):
-        raise BadRequest(f"option {MODE}={mode!r}: expected bridge or overlay")
+    if mode not in ("bridge", "overlay", "macvlan"):
+        raise BadRequest(f"option {MODE}={mode!r}: expected bridge, overlay or macvlan")
+    if mode == "macvlan":
+        from pynet.driver import macvlan  # its options are its own; imported here: macvlan imports this module
+
+        return macvlan.parse_options(network_id, generic, options, multi_host)
+    if PARENT in generic:
+        raise BadRequest(f"option {PARENT} only applies to {MODE}=macvlan networks")
     overlay, vni = "", 0
     if mode == "overlay":
         if not multi_host:

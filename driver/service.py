@@ -45,6 +45,7 @@ from pynet.driver.firewall import Firewall
 from pynet.driver.kernel import sysctl
 from pynet.driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec
 from pynet.driver.locks import KeyedLocks
+from pynet.driver.macvlan import MacvlanNetworks, check_endpoint as check_macvlan_endpoint
 from pynet.driver.models import Endpoint, IPAMData, Network
 from pynet.driver.overlay.networks import OverlayNetworks
 from pynet.driver.ports import PortReservations
@@ -66,6 +67,7 @@ class JoinInfo:
     gateway: str = ""
     gateway_v6: str = ""
     routes: tuple[tuple[str, str], ...] = ()  # (destination CIDR, next hop): StaticRoutes
+    connected: tuple[str, ...] = ()  # CIDRs the container reaches on-link (StaticRoutes, RouteType 1)
 
 
 def check_id(label: str, value: str) -> str:
@@ -80,6 +82,7 @@ class NetworkService:
         self.repo = Repository(store)
         self.overlays = overlays  # None: single host, no overlay mode
         self.links = links
+        self.macvlan = MacvlanNetworks(links)  # pynet.mode=macvlan (driver/macvlan.py)
         self.firewall = firewall
         self.set_sysctl = set_sysctl or sysctl.ensure  # a kernel write like the others: tests pass a fake
         self._locks = KeyedLocks()
@@ -100,7 +103,7 @@ class NetworkService:
                 # A user-named bridge that already exists is adopted, and left in place at DeleteNetwork.
                 net = replace(net, bridge_created=False)
             claim = None
-            if net.config.mode == "overlay":
+            if _cluster_wide(net):
                 net, claim = self.overlays.claim(net)  # the cluster: the overlay's VNI, pools, gateway
             try:
                 with self._locks.hold(_NAMES):
@@ -117,7 +120,7 @@ class NetworkService:
             try:
                 self.ensure_network(net)
                 self.sync_firewall()
-                if net.config.mode == "overlay":
+                if _cluster_wide(net):
                     self.overlays.join(net)  # last: nothing after it can fail and need it undone
             except Exception as exc:
                 if existing is None:
@@ -131,11 +134,13 @@ class NetworkService:
         net = Network(id=network_id, config=config, ipv4=tuple(ipv4), ipv6=tuple(ipv6))
         if config.mode == "overlay":
             net = self.overlays.prepare(net, self.repo.networks())
+        elif config.mode == "macvlan":
+            net = self.macvlan.prepare(net, self.repo.networks())
         return net
 
     def _check_bridge_free(self, net: Network) -> None:
         for other in self.repo.networks():
-            if other.id != net.id and other.config.bridge == net.config.bridge:
+            if other.id != net.id and net.config.bridge and other.config.bridge == net.config.bridge:
                 raise Conflict(f"bridge {net.config.bridge!r} is already used by network {other.id[:12]}")
             if other.id != net.id and other.id[:12] == net.id[:12]:
                 # Kernel names carry 12 digits of the ID (driver/names.py): both would own pn-/pnv<prefix>.
@@ -143,8 +148,9 @@ class NetworkService:
                                f"of network {other.id}")
 
     def _check_endpoint_names_free(self, ep: Endpoint) -> None:
+        mine = {ep.host_if, ep.container_if} - {""}  # a macvlan endpoint has no host end
         for other in self.repo.endpoints():
-            if other.id != ep.id and {other.host_if, other.container_if} & {ep.host_if, ep.container_if}:
+            if other.id != ep.id and {other.host_if, other.container_if} & mine:
                 raise Conflict(f"endpoint {ep.id}: its interfaces {ep.host_if}/{ep.container_if} are already "
                                f"those of endpoint {other.id} on network {other.network_id[:12]}")
 
@@ -152,11 +158,17 @@ class NetworkService:
         """Start-up replay of a stored network: its kernel side, and (overlay) this host's membership
         (a failed write is finished by the control plane later)."""
         self.ensure_network(net)
-        if net.config.mode == "overlay":
+        if _cluster_wide(net) and self.overlays is not None:
             _best_effort(lambda: self.overlays.join(net), f"joining overlay {net.config.overlay!r}")
 
     def ensure_network(self, net: Network) -> bool:
         """Make the kernel match ``net`` (its bridge and gateway addresses). True if the bridge was created."""
+        if net.config.mode == "macvlan":
+            try:
+                self.macvlan.ensure(net)  # no bridge, no gateway on the host: the segment has its own
+            except KernelError as exc:
+                raise PynetError(str(exc)) from None
+            return False
         overlay = net.config.mode == "overlay"
         if overlay and self.overlays is None:
             raise PynetError(f"network {net.id[:12]} is overlay {net.config.overlay!r}: "
@@ -187,7 +199,7 @@ class NetworkService:
         try:
             self.repo.remove_network(net.id)  # the record first, as in every removal
             self._remove_network_kernel(net)
-            if net.config.mode == "overlay":
+            if _cluster_wide(net):
                 self.overlays.abandon(net)
                 self.overlays.undo(claim)
             self.sync_firewall()
@@ -197,6 +209,8 @@ class NetworkService:
         return cls(f"{exc}; rolled back")
 
     def _remove_network_kernel(self, net: Network) -> None:
+        if net.config.mode == "macvlan":
+            return self.macvlan.remove(net, self.repo.networks)
         if net.config.mode == "overlay" and self.overlays is not None:
             self.overlays.remove(net)
         if net.bridge_created:
@@ -222,14 +236,15 @@ class NetworkService:
                 for ep in endpoints:
                     self._delete_links(ep)
                 self._remove_network_kernel(net)
-        if net.config.mode == "overlay" and self.overlays is not None:
+        if _cluster_wide(net) and self.overlays is not None:
             # dockerd only logs DeleteNetwork errors and forgets the network: with etcd down,
             # the control plane finishes this (a member key without a network) later.
             _best_effort(lambda: self.overlays.leave(net), f"leaving overlay {net.config.overlay!r}")
 
     def sync_firewall(self) -> None:
         with self._fw_lock:
-            self.firewall.sync(self.repo.networks(), self.repo.endpoints())
+            # macvlan networks have no bridge: nothing of theirs passes the host's FORWARD or NAT
+            self.firewall.sync([n for n in self.repo.networks() if n.config.mode != "macvlan"], self.repo.endpoints())
 
     def keep_firewall_first(self) -> None:
         """dockerd re-inserts its rules at the top when it restarts, without telling pynet."""
@@ -256,6 +271,9 @@ class NetworkService:
                       container_if=names.container_veth(endpoint_id), address=address,
                       address_v6=address_v6, mac=mac, exposed_ports=epo.exposed_ports,
                       port_bindings=epo.port_bindings)
+        if net.config.mode == "macvlan":
+            check_macvlan_endpoint(epo)
+            ep = self.macvlan.endpoint(ep)
         with self._locks.hold(endpoint_id):
             with self._locks.hold(_NAMES):
                 self._check_endpoint_names_free(ep)
@@ -276,6 +294,8 @@ class NetworkService:
 
     def ensure_endpoint(self, net: Network, ep: Endpoint) -> bool:
         """Make the veth pair exist with its host end on the network's bridge. True if created."""
+        if net.config.mode == "macvlan":
+            return self.macvlan.ensure_endpoint(net, ep)
         spec = VethSpec(host=ep.host_if, peer=ep.container_if, mtu=net.config.mtu,
                         bridge=net.config.bridge, peer_mac=ep.mac, peer_here=not ep.joined)
         return self.links.ensure_veth(spec)
@@ -283,7 +303,7 @@ class NetworkService:
     def restore_endpoint(self, net: Network, ep: Endpoint, pair_present: bool) -> None:
         """Start-up replay of a stored endpoint: its pair (unless its container is gone with it) and,
         on an overlay, its advert (a failed write is finished by the control plane later)."""
-        if pair_present or not ep.joined:
+        if pair_present or not ep.joined or net.config.mode == "macvlan":  # macvlan: the host's route, at least
             self.ensure_endpoint(net, ep)
         if net.config.mode == "overlay" and self.overlays is not None:
             _best_effort(lambda: self.overlays.advertise(net, ep), f"advertising endpoint {ep.id[:12]}")
@@ -302,6 +322,9 @@ class NetworkService:
             self._delete_links(ep)
 
     def _delete_links(self, ep: Endpoint) -> None:
+        if not ep.host_if:  # a macvlan endpoint: no pair, a link and the host's route to it
+            self.macvlan.remove_endpoint(ep)
+            return
         # After Leave dockerd moves the container end back under its SrcName, so
         # either name may be what is left of the pair (protocol.md §3.8).
         self.links.delete(ep.host_if)
@@ -346,7 +369,8 @@ class NetworkService:
                         gateway_v6=_gateway_for(net.ipv6, ep.address_v6, net.config.internal),
                         routes=self.overlays.resolver_routes(net, _gateway_for(net.ipv4, ep.address, False),
                                                              _gateway_for(net.ipv6, ep.address_v6, False))
-                        if net.config.mode == "overlay" and self.overlays is not None else ())
+                        if net.config.mode == "overlay" and self.overlays is not None else (),
+                        connected=self.macvlan.connected(net, ep) if net.config.mode == "macvlan" else ())
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Nothing to undo in the kernel: dockerd moves the interface back itself."""
@@ -366,6 +390,11 @@ class NetworkService:
     def published(self) -> list[tuple[Endpoint, dict]]:
         """Every published binding with its endpoint, for `pynet ports`."""
         return [(ep, b) for ep in self.repo.endpoints() for b in ep.published]
+
+
+def _cluster_wide(net: Network) -> bool:
+    """An overlay, or a macvlan network with pynet.overlay: one network of the cluster, claimed in it."""
+    return net.config.mode == "overlay" or (net.config.mode == "macvlan" and bool(net.config.overlay))
 
 
 def _best_effort(fn, what: str) -> None:

@@ -135,8 +135,9 @@ def routes(svc: NetworkService) -> list[Route]:
         info = svc.join(r.network_id, r.endpoint_id, r.sandbox_key, r.options)
         return JoinResponse(interface_name=InterfaceName(info.src_name, info.dst_prefix),
                             gateway=info.gateway or None, gateway_ipv6=info.gateway_v6 or None,
-                            # RouteType 0: via NextHop (libnetwork types.NEXTHOP)
-                            static_routes=[{"Destination": d, "RouteType": 0, "NextHop": hop} for d, hop in info.routes])
+                            # RouteType 0: via NextHop; 1: on-link (libnetwork types.NEXTHOP, CONNECTED)
+                            static_routes=[{"Destination": d, "RouteType": 0, "NextHop": hop} for d, hop in info.routes]
+                            + [{"Destination": d, "RouteType": 1, "NextHop": ""} for d in info.connected])
 
     p = "/NetworkDriver."
     return [

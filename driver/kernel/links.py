@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from pynet.driver.kernel.macvlan import MacvlanOps
 from pynet.driver.kernel.netlink import KernelError, LinkInfo, NetlinkOwner, open_handle, owned
 from pynet.driver.kernel.vxlan import VxlanOps, VxlanSpec
 
@@ -188,5 +189,6 @@ class LinkOps:
 
 
 
-class Links(LinkOps, VxlanOps, NetlinkOwner):
-    """The driver's kernel port: links, veth pairs, VXLAN devices and their tables, on one handle."""
+class Links(LinkOps, VxlanOps, MacvlanOps, NetlinkOwner):
+    """The driver's kernel port: links, veth pairs, VXLAN devices and their tables, macvlan links
+    (macvlan.py), on one handle."""

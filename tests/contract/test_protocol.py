@@ -159,7 +159,7 @@ def test_unknown_network_option_is_refused_and_nothing_is_left(world, client):
 @pytest.mark.parametrize("generic,needle", [
     ({"com.docker.network.driver.mtu": "abc"}, "expected an integer"),
     ({"com.docker.network.driver.mtu": "10"}, "between 68 and 65535"),
-    ({"pynet.mode": "mesh"}, "expected bridge or overlay"),
+    ({"pynet.mode": "mesh"}, "expected bridge, overlay or macvlan"),
     ({"pynet.mode": "overlay"}, "needs a multi-host pynet"),
     ({"pynet.vni": "5"}, "only applies to pynet.mode=overlay"),
     ({"pynet.bridge_name": "this-name-is-far-too-long"}, "not a valid interface name"),
