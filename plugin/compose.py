@@ -65,8 +65,10 @@ def build_services(settings) -> Services:
 def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) -> Services:
     from pynet.cluster.control import EtcdControlPlane
     from pynet.docker_api import DockerApi
-    from pynet.driver.firewall import IptablesFirewall
+    from pynet.driver.firewall import IptablesFirewall, MemberFilter
+    from pynet.driver.kernel.ipset import IpSets
     from pynet.driver.overlay.networks import OverlayNetworks
+    from pynet.driver.overlay.tables import MembersTable
     from pynet.driver.overlay.reconciler import NAME as RECONCILER, Reconciler
     from pynet.driver.service import NetworkService
     from pynet.ipam.service import IpamService
@@ -76,8 +78,11 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     shared = open_cluster_store(settings.etcd)
     control = EtcdControlPlane(shared, host_id, settings.vtep_address, settings.lease_ttl, health)
     reconciler = Reconciler(health)
-    overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address)
-    network = NetworkService(store, links, IptablesFirewall(), overlays=overlays)
+    sets = IpSets()  # VXLAN only from member hosts: the set the firewall matches, filled by the reconciler
+    firewall = IptablesFirewall(members=MemberFilter(sets))
+    members = MembersTable(control, sets, MemberFilter.set_name, on_synced=firewall.arm)
+    overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address, members=members)
+    network = NetworkService(store, links, firewall, overlays=overlays)
     ipam = IpamService(shared, settings.default_pools, host_id=host_id, journal=store)
     services = Services(network, ipam, health, supervisor=supervisor)
     log.info("multi-host: host %s, VTEP %s, etcd %s", host_id, settings.vtep_address, settings.etcd)
