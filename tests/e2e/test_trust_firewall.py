@@ -255,7 +255,11 @@ for a in "$@"; do
 done
 exec 9>>"$lock"
 if ! flock $mode 9; then
-  echo "Another app is currently holding the xtables lock. Stopped waiting after ${mode#-w }s." >&2
+  if [ "$mode" = -n ]; then
+    echo "Another app is currently holding the xtables lock. Perhaps you want to use the -w option?" >&2
+  else
+    echo "Another app is currently holding the xtables lock. Stopped waiting after ${mode#-w }s." >&2
+  fi
   exit 4
 fi
 exec /usr/sbin/$(basename "$0") "$@"
