@@ -153,7 +153,7 @@ def _pool(owner: str, value, family: int) -> ipaddress.IPv4Network | ipaddress.I
         net = ipaddress.ip_network(_no_scope(owner, "pool", value))
     except ValueError:
         raise _refuse(owner, "pool", value) from None
-    if net.version != family:
+    if net.version != family or str(net) != value:  # "10.1.0.0" (a /32), "fd00:0::/64": not what was meant
         raise _refuse(owner, "pool", value)
     return net
 
