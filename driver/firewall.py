@@ -79,17 +79,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import shutil
-import subprocess
 import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from pynet.driver import names
+from pynet.driver import rule_values as rv
+from pynet.driver import iptables
+from pynet.driver.iptables import TIMEOUT, WAIT, FirewallError, FirewallTimeout  # noqa: F401 (re-exported)
 from pynet.driver.kernel.netlink import KernelError
 from pynet.driver.models import Endpoint, Network
-from pynet.errors import BadRequest, PynetError, Timeout
 
 log = logging.getLogger("pynet.firewall")
 
@@ -109,11 +108,6 @@ VXLAN_PORT = 4789
 VTEP_SET = "pynet-vteps"  # the kernel set of member VTEPs (driver/kernel/ipset.py)
 DOCKER_BRIDGES = ("docker0", "br-+")
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
-WAIT = 5  # seconds an iptables command waits for the xtables lock (-w WAIT)
-TIMEOUT = WAIT + 5  # seconds before an iptables command is killed
-_IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # no iptables wildcard (+), no option-like name
-_PROTOS = ("tcp", "udp", "sctp")
-_SET_NAME = re.compile(r"^pynet-[a-z0-9-]{1,24}$")
 
 
 class Firewall(Protocol):
@@ -121,102 +115,23 @@ class Firewall(Protocol):
         """Make the kernel's pynet rules exactly those for ``networks`` and their published ports. Idempotent."""
 
 
-# -- typed values: every interpolated value comes from one of these ---------------------------
-def _refuse(owner: str, field: str, value) -> BadRequest:
-    return BadRequest(f"refusing to write firewall rules: {owner} has {field} {value!r}, which is not "
-                      f"{_WHAT[field]}")
-
-
-_WHAT = {"bridge": "a valid interface name", "pool": "a canonical CIDR of the network's family",
-         "gateway": "an address in CIDR form of the network's family",
-         "host_ip": "a plain address of the binding's family",
-         "container_ip": "a plain address of the binding's family", "host_port": "a port (1-65535)",
-         "container_port": "a port (1-65535)", "proto": "one of tcp, udp, sctp", "family": "4 or 6",
-         "set": "a pynet ip set name"}
-
-
-def _ifname(owner: str, value) -> str:
-    if not isinstance(value, str) or not names.valid_ifname(value) or not _IFNAME.match(value):
-        raise _refuse(owner, "bridge", value)
-    return value
-
-
-def _no_scope(owner: str, field: str, value) -> str:
-    # ipaddress accepts "fe80::1%eth0"; a scope has no place in a rule, and "%" none in the text.
-    if not isinstance(value, str) or "%" in value or value != value.strip():
-        raise _refuse(owner, field, value)
-    return value
-
-
-def _pool(owner: str, value, family: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        net = ipaddress.ip_network(_no_scope(owner, "pool", value))
-    except ValueError:
-        raise _refuse(owner, "pool", value) from None
-    if net.version != family or str(net) != value:  # "10.1.0.0" (a /32), "fd00:0::/64": not what was meant
-        raise _refuse(owner, "pool", value)
-    return net
-
-
-def _gateway(owner: str, value, family: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        iface = ipaddress.ip_interface(_no_scope(owner, "gateway", value))
-    except ValueError:
-        raise _refuse(owner, "gateway", value) from None
-    if "/" not in value or iface.version != family:
-        raise _refuse(owner, "gateway", value)
-    return iface.ip
-
-
-def _address(owner: str, field: str, value, family: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        ip = ipaddress.ip_address(_no_scope(owner, field, value))
-    except ValueError:
-        raise _refuse(owner, field, value) from None
-    if ip.version != family:
-        raise _refuse(owner, field, value)
-    return ip
-
-
-def _port(owner: str, field: str, value) -> int:
-    if type(value) is not int or not 1 <= value <= 65535:
-        raise _refuse(owner, field, value)
-    return value
-
-
-def _proto(owner: str, value) -> str:
-    if value not in _PROTOS:
-        raise _refuse(owner, "proto", value)
-    return _PROTOS[_PROTOS.index(value)]  # our own constant, not the record's string
-
-
-def _set_name(value) -> str:
-    if not isinstance(value, str) or not _SET_NAME.match(value):
-        raise _refuse("the member filter", "set", value)
-    return value
-
-
-def _owner(net: Network) -> str:
-    return f"network {str(net.id)[:12]!r}"
-
-
 def _subnets(net: Network, family: int) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     pools = net.ipv4 if family == 4 else net.ipv6
-    return [_pool(_owner(net), d.pool, family) for d in pools]
+    return [rv.pool(rv.owner(net), d.pool, family) for d in pools]
 
 
 def check_network(net: Network) -> None:
     """Refuse (BadRequest) a network any of whose values could not be written as a rule."""
-    _ifname(_owner(net), net.config.bridge)
+    rv.ifname(rv.owner(net), net.config.bridge)
     for family, pools in ((4, net.ipv4), (6, net.ipv6)):
         for d in pools:
-            _pool(_owner(net), d.pool, family)
+            rv.pool(rv.owner(net), d.pool, family)
             if d.gateway:
-                _gateway(_owner(net), d.gateway, family)
+                rv.gateway(rv.owner(net), d.gateway, family)
 
 
 def enter_rules(net: Network, family: int) -> list[str]:
-    br = _ifname(_owner(net), net.config.bridge)
+    br = rv.ifname(rv.owner(net), net.config.bridge)
     rules = [f"-A {CHAIN} -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
     if not net.config.internal:
         rules.append(f"-A {CHAIN} -o {br} -m conntrack --ctstate DNAT -j ACCEPT")
@@ -226,7 +141,7 @@ def enter_rules(net: Network, family: int) -> list[str]:
 
 
 def leave_rules(net: Network, family: int) -> list[str]:
-    br = _ifname(_owner(net), net.config.bridge)
+    br = rv.ifname(rv.owner(net), net.config.bridge)
     if net.config.internal:
         return [f"-A {CHAIN} -i {br} -j DROP"]
     rules = [f"-A {CHAIN} -i {br} -o {other} -j DROP" for other in DOCKER_BRIDGES]
@@ -236,7 +151,7 @@ def leave_rules(net: Network, family: int) -> list[str]:
 def nat_rules(net: Network, family: int) -> list[str]:
     if net.config.internal:
         return []
-    br, rules = _ifname(_owner(net), net.config.bridge), []
+    br, rules = rv.ifname(rv.owner(net), net.config.bridge), []
     for subnet in _subnets(net, family):
         if net.config.masquerade:
             rules.append(f"-A PYNET-POSTROUTING -s {subnet} ! -o {br} -j MASQUERADE")
@@ -255,11 +170,11 @@ def raw_rules(net: Network, family: int) -> list[str]:
     """Overlay networks: container <-> container traffic within the subnet skips conntrack."""
     if net.config.mode != "overlay":
         return []
-    br, rules = _ifname(_owner(net), net.config.bridge), []
+    br, rules = rv.ifname(rv.owner(net), net.config.bridge), []
     for data in net.ipv4 if family == 4 else net.ipv6:
-        pool = _pool(_owner(net), data.pool, family)
+        pool = rv.pool(rv.owner(net), data.pool, family)
         if data.gateway:  # the host's own traffic (gateway) keeps its state for INPUT/OUTPUT rules
-            gw = _gateway(_owner(net), data.gateway, family)
+            gw = rv.gateway(rv.owner(net), data.gateway, family)
             rules.append(f"-A PYNET-RAW -i {br} -d {gw} -j RETURN")
         rules.append(f"-A PYNET-RAW -i {br} -s {pool} -d {pool} -j NOTRACK")
     return rules
@@ -270,29 +185,29 @@ def input_rules(net: Network, family: int) -> list[str]:
     route_localnet on, only replies and published ports' DNAT may reach 127.0.0.0/8 from a container."""
     if family != 4:
         return []  # ::1 is never routed off lo
-    br = _ifname(_owner(net), net.config.bridge)
+    br = rv.ifname(rv.owner(net), net.config.bridge)
     return [f"-A PYNET-INPUT -i {br} ! -s {LOOPBACK} -d {LOOPBACK} "
             "-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"]
 
 
 def member_rules(set_name: str) -> list[str]:
     """VXLAN only from member hosts: the first rule of PYNET-RAW, ahead of the NOTRACK rules."""
-    return [f"-A PYNET-RAW -p udp -m udp --dport {_port('the member filter', 'host_port', VXLAN_PORT)} "
-            f"-m addrtype --dst-type LOCAL -m set ! --match-set {_set_name(set_name)} src -j DROP"]
+    return [f"-A PYNET-RAW -p udp -m udp --dport {rv.port('the member filter', 'host_port', VXLAN_PORT)} "
+            f"-m addrtype --dst-type LOCAL -m set ! --match-set {rv.set_name(set_name)} src -j DROP"]
 
 
 def port_rules(ep: Endpoint, family: int) -> list[str]:
     owner, rules = f"endpoint {str(ep.id)[:12]!r}", []
     for b in ep.published:
         if not isinstance(b, dict) or b.get("family") not in (4, 6):
-            raise _refuse(owner, "family", b.get("family") if isinstance(b, dict) else b)
+            raise rv.refuse(owner, "family", b.get("family") if isinstance(b, dict) else b)
         if b["family"] != family:
             continue
-        host_ip = _address(owner, "host_ip", b.get("host_ip"), family)
-        container_ip = _address(owner, "container_ip", b.get("container_ip"), family)
-        proto = _proto(owner, b.get("proto"))
-        host_port = _port(owner, "host_port", b.get("host_port"))
-        container_port = _port(owner, "container_port", b.get("container_port"))
+        host_ip = rv.address(owner, "host_ip", b.get("host_ip"), family)
+        container_ip = rv.address(owner, "container_ip", b.get("container_ip"), family)
+        proto = rv.proto(owner, b.get("proto"))
+        host_port = rv.port(owner, "host_port", b.get("host_port"))
+        container_port = rv.port(owner, "container_port", b.get("container_port"))
         dest = f"-d {host_ip} " if not host_ip.is_unspecified else ""
         target = f"[{container_ip}]" if family == 6 else f"{container_ip}"
         rule = (f"{dest}-p {proto} -m {proto} --dport {host_port} "
@@ -398,10 +313,10 @@ class IptablesFirewall:
         return name if self._armed else None
 
     def _apply(self, rules: str, tool: str) -> None:
-        _run(self._prefix + [f"{tool}-restore", *self._wait, "--noflush"], rules, self._timeout)
+        iptables.run(self._prefix + [f"{tool}-restore", *self._wait, "--noflush"], rules, self._timeout)
         for table, builtin, chain, match in self._jumps(tool):
             if not self._ok(tool, "-t", table, "-C", builtin, *match, "-j", chain):
-                _run(self._prefix + [tool, *self._wait, "-t", table, "-I", builtin, "1", *match, "-j", chain],
+                iptables.run(self._prefix + [tool, *self._wait, "-t", table, "-I", builtin, "1", *match, "-j", chain],
                      timeout=self._timeout)
         if self._has_docker_user(tool):  # a jump left in FORWARD from before dockerd made DOCKER-USER
             while self._ok(tool, "-t", "filter", "-D", "FORWARD", "-j", CHAIN):
@@ -424,7 +339,7 @@ class IptablesFirewall:
                 self._ok(tool, "-t", table, "-X", chain)
 
     def _ok(self, tool: str, *args: str) -> bool:
-        return _ok(self._prefix + [tool, *self._wait, *args], self._timeout)
+        return iptables.ok(self._prefix + [tool, *self._wait, *args], self._timeout)
 
     def keep_first(self) -> int:
         """Move pynet's jumps back in front of Docker's rules; returns how many moved.
@@ -456,14 +371,15 @@ class IptablesFirewall:
         if ours[0] == want:
             return 0
         spec = rules[ours[0]].split()[2:]  # "-A FORWARD <match...> -j CHAIN" -> the rule spec
-        _run(self._prefix + [tool, *self._wait, "-t", table, "-I", builtin, str(want + 1), *spec],
+        iptables.run(self._prefix + [tool, *self._wait, "-t", table, "-I", builtin, str(want + 1), *spec],
              timeout=self._timeout)
-        _run(self._prefix + [tool, *self._wait, "-t", table, "-D", builtin, str(ours[0] + 2)], timeout=self._timeout)
+        iptables.run(self._prefix + [tool, *self._wait, "-t", table, "-D", builtin, str(ours[0] + 2)],
+                     timeout=self._timeout)
         log.info("moved %s jump to %s %s back in front of Docker's rules", table, builtin, jump)
         return 1
 
     def _rules(self, tool: str, table: str, builtin: str) -> list[str]:
-        proc = _exec(self._prefix + [tool, *self._wait, "-t", table, "-S", builtin], None, self._timeout)
+        proc = iptables.execute(self._prefix + [tool, *self._wait, "-t", table, "-S", builtin], None, self._timeout)
         return [l for l in proc.stdout.splitlines() if l.startswith("-A ")]
 
 
@@ -471,37 +387,3 @@ def _has_overlay(networks: list[Network]) -> bool:
     return any(n.config.mode == "overlay" for n in networks)
 
 
-class FirewallError(PynetError):
-    """An iptables command failed; the message names the command and what it said."""
-
-
-class FirewallTimeout(FirewallError, Timeout):
-    """An iptables command hung or gave up waiting for the xtables lock (503)."""
-
-    status = Timeout.status
-
-
-_LOCK_EXIT = 4  # iptables: "Another app is currently holding the xtables lock" (legacy, -w expired)
-
-
-def _exec(argv: list[str], stdin: str | None, timeout: float) -> subprocess.CompletedProcess:
-    """Run one iptables command, bounded; FirewallTimeout names it if it hangs or the lock is held."""
-    try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise FirewallTimeout(f"{' '.join(argv)} did not finish within {timeout:g} s (killed; is another "
-                              "process holding the xtables lock?)") from None
-    if proc.returncode == _LOCK_EXIT and "xtables lock" in proc.stderr:
-        raise FirewallTimeout(f"{' '.join(argv)} gave up waiting for the xtables lock, held by another "
-                              f"process: {proc.stderr.strip()}")
-    return proc
-
-
-def _run(argv: list[str], stdin: str | None = None, timeout: float = TIMEOUT) -> None:
-    proc = _exec(argv, stdin, timeout)
-    if proc.returncode != 0:
-        raise FirewallError(f"{' '.join(argv)} failed: {proc.stderr.strip() or proc.returncode}")
-
-
-def _ok(argv: list[str], timeout: float = TIMEOUT) -> bool:
-    return _exec(argv, None, timeout).returncode == 0

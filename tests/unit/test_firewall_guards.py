@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pynet.driver import firewall as fw
+from pynet.driver import firewall as fw, iptables
 from pynet.driver.firewall import FirewallError, FirewallTimeout, IptablesFirewall, MemberFilter, render
 from pynet.driver.models import Endpoint, IPAMData, Network, NetworkConfig
 from pynet.errors import BadRequest, Retryable, Timeout
@@ -224,7 +224,7 @@ def test_every_iptables_command_waits_a_bounded_time(monkeypatch):
         seen.append((argv, kw.get("timeout")))
         return subprocess.CompletedProcess(argv, 1, "", "")
 
-    monkeypatch.setattr(fw.subprocess, "run", fake_run)
+    monkeypatch.setattr(iptables.subprocess, "run", fake_run)
     f = IptablesFirewall()
     f._families = [(4, "iptables")]
     with pytest.raises(FirewallError):
@@ -234,23 +234,23 @@ def test_every_iptables_command_waits_a_bounded_time(monkeypatch):
     assert seen
     for argv, timeout in seen:
         i = argv.index("-w")
-        assert argv[i + 1] == str(fw.WAIT), argv  # "-w 5", never a bare -w that waits forever
-        assert timeout == fw.TIMEOUT and fw.TIMEOUT > fw.WAIT
+        assert argv[i + 1] == str(iptables.WAIT), argv  # "-w 5", never a bare -w that waits forever
+        assert timeout == iptables.TIMEOUT and iptables.TIMEOUT > iptables.WAIT
 
 
 def test_a_hung_iptables_fails_within_its_bound_naming_the_command():
     with pytest.raises(FirewallTimeout, match=r"sleep 5 did not finish within 0.3 s"):
-        fw._run(["sleep", "5"], timeout=0.3)
+        iptables.run(["sleep", "5"], timeout=0.3)
 
 
 def test_lock_held_is_a_timeout_naming_the_lock(monkeypatch):
-    monkeypatch.setattr(fw.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(
+    monkeypatch.setattr(iptables.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(
         argv, 4, "", "Another app is currently holding the xtables lock. Stopped waiting after 5s."))
     with pytest.raises(FirewallTimeout, match="xtables lock") as exc:
-        fw._run(["iptables-restore", "-w", "5", "--noflush"], "")
+        iptables.run(["iptables-restore", "-w", "5", "--noflush"], "")
     assert isinstance(exc.value, Timeout) and isinstance(exc.value, Retryable) and exc.value.status == 503
     with pytest.raises(FirewallTimeout):
-        fw._ok(["iptables", "-w", "5", "-C", "FORWARD", "-j", "X"])  # a check cannot mistake it for "absent"
+        iptables.ok(["iptables", "-w", "5", "-C", "FORWARD", "-j", "X"])  # a check cannot mistake it for "absent"
 
 
 def test_firewall_errors_are_in_the_taxonomy():
