@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from pynet.driver import names, options
 from pynet.driver.external import Publisher
-from pynet.driver.firewall import Firewall
+from pynet.driver.firewall import Firewall, check_network
 from pynet.driver.kernel import sysctl
 from pynet.driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec
 from pynet.driver.locks import KeyedLocks
@@ -110,6 +110,7 @@ class NetworkService:
             options.validate_cidr("pool", data.pool)
             options.validate_cidr("gateway", data.gateway)
         net = Network(id=network_id, config=config, ipv4=tuple(ipv4), ipv6=tuple(ipv6))
+        check_network(net)  # what could not become a rule is refused before any record or link
         if config.mode == "overlay":
             net = self.overlays.prepare(net, self.repo.networks())
         return net

@@ -28,3 +28,12 @@ def test_a_firewall_timeout_fails_the_request_with_503_naming_the_command(world,
     status, _ = post(client, "NetworkDriver.ProgramExternalConnectivity",
                      {"NetworkID": NID, "EndpointID": EID, "Options": portmap((6, 80, "", 18080, 18080))})
     assert status == 200
+
+
+def test_a_bridge_name_iptables_would_read_as_a_wildcard_is_refused_and_leaves_nothing(world, client):
+    """``pn+`` is a valid Linux name, but in a rule it would match every pynet interface."""
+    for i, bridge in enumerate(("pn+", "-ijunk")):
+        status, body, _ = create_network(client, subnet=f"192.168.{i}.0/24", generic={"pynet.bridge_name": bridge})
+        assert status == 400 and "bridge" in body["Err"] and repr(bridge) in body["Err"], body
+        assert world.services.network.repo.network(NID) is None and bridge not in world.links.links
+        assert world.firewall.synced == []  # refused before any rule was written
