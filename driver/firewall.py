@@ -82,7 +82,7 @@ import logging
 import shutil
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from pynet.driver import rule_values as rv
 from pynet.driver import iptables
@@ -247,6 +247,9 @@ class MemberFilter:
 
     sets: object  # driver.kernel.ipset.IpSets (ensure, destroy, members)
     set_name: str = VTEP_SET
+    # After the set was destroyed: its writer (the reconciler's members table) must read it again, since a
+    # concurrent create may already have registered the table and believe the old entries are there.
+    on_destroyed: Callable[[], object] = lambda: None
 
 
 class IptablesFirewall:
@@ -275,6 +278,10 @@ class IptablesFirewall:
         with self._lock:
             if self._members is None or self._armed:
                 return False
+            if not self._members.sets.members(self._members.set_name):
+                # The set is not what the reconciler believes (destroyed and made again meanwhile): never
+                # enforce an empty set; the re-read that on_destroyed asked for arms it once it is full.
+                return False
             self._armed = True
             if self._last is None or not _has_overlay(self._last[0]):
                 return False  # the sync that brings the overlay writes the rule
@@ -301,6 +308,7 @@ class IptablesFirewall:
             except KernelError as exc:  # someone else's rule uses it: leave it, the network still goes
                 log.warning("%s", exc)
             self._armed = None
+            self._members.on_destroyed()
 
     def _prepare_members(self) -> str | None:
         """The set exists (before any rule names it); its name if the filter is armed, else None."""

@@ -68,7 +68,7 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     from pynet.driver.firewall import IptablesFirewall, MemberFilter
     from pynet.driver.kernel.ipset import IpSets
     from pynet.driver.overlay.networks import OverlayNetworks
-    from pynet.driver.overlay.tables import MembersTable
+    from pynet.driver.overlay.tables import MEMBERS_TABLE, MembersTable
     from pynet.driver.overlay.reconciler import NAME as RECONCILER, Reconciler
     from pynet.driver.service import NetworkService
     from pynet.ipam.service import IpamService
@@ -79,7 +79,8 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     control = EtcdControlPlane(shared, host_id, settings.vtep_address, settings.lease_ttl, health)
     reconciler = Reconciler(health)
     sets = IpSets()  # VXLAN only from member hosts: the set the firewall matches, filled by the reconciler
-    firewall = IptablesFirewall(members=MemberFilter(sets))
+    firewall = IptablesFirewall(members=MemberFilter(
+        sets, on_destroyed=lambda: reconciler.nudge([MEMBERS_TABLE], reread=True)))
     members = MembersTable(control, sets, MemberFilter.set_name, on_synced=firewall.arm)
     overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address, members=members)
     network = NetworkService(store, links, firewall, overlays=overlays)

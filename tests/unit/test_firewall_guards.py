@@ -184,6 +184,8 @@ def test_a_fresh_set_is_not_enforced_until_armed_then_goes_with_the_last_overlay
     f.sync([net(mode="overlay")])
     assert "pynet-vteps" in f._sets_seen  # the set exists before any rule could name it
     assert not has_drop(f)  # an empty set would cut every tunnel: not before the first listing filled it
+    assert f.arm() is False and not has_drop(f)  # still empty: never enforced
+    sets.sets["pynet-vteps"].add(ipaddress.IPv4Address("192.0.2.1"))  # the reconciler filled it
     assert f.arm() is True and has_drop(f)
     assert f.arm() is False  # already armed: nothing rewritten
     f.sync([net(mode="overlay")])
@@ -201,11 +203,28 @@ def test_a_set_that_survived_a_restart_keeps_the_filter():
 
 
 def test_arming_before_the_overlay_is_synced_lets_that_sync_write_the_rule():
-    f = Recording(FakeSets())
-    f.sync([net()])  # a bridge network only
+    sets = FakeSets(members={ipaddress.IPv4Address("192.0.2.1")})
+    f = Recording(sets)
+    f.sync([net()])  # a bridge network only: the set is destroyed (there is no overlay)
+    sets.ensure("pynet-vteps")
+    sets.sets["pynet-vteps"].add(ipaddress.IPv4Address("192.0.2.1"))  # an overlay's table filled it again
     assert f.arm() is False and not has_drop(f)
     f.sync([net(mode="overlay")])
     assert has_drop(f)
+
+
+def test_a_set_destroyed_under_a_registered_table_is_reread_and_never_enforced_empty():
+    """A delete's sync (no overlay left, by its view) destroys the set while a concurrent create already
+    registered the members table, which believes the old entries are still there."""
+    sets, reread = FakeSets(members={ipaddress.IPv4Address("192.0.2.1")}), []
+    f = IptablesFirewall(members=MemberFilter(sets, on_destroyed=lambda: reread.append(True)))
+    f._families, seen = [(4, "iptables")], []
+    f._apply, f._remove = (lambda rules, tool: seen.append(rules)), (lambda tool: seen.append(""))
+    f.sync([])
+    assert reread == [True] and sets.members("pynet-vteps") is None
+    f.sync([net(mode="overlay")])  # the create's sync: a new, empty set
+    assert "match-set" not in seen[-1]
+    assert f.arm() is False and "match-set" not in seen[-1]  # a whole pass over stale belief: not armed
 
 
 def test_single_host_gets_no_vxlan_rule():
