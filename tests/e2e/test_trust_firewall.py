@@ -117,8 +117,8 @@ def remove_overlay_everywhere(cl, name: str) -> None:
     raise AssertionError(f"overlay {name} keeps coming back: {[network_names(h) for h in cl.hosts]}")
 
 
-def test_vxlan_only_from_member_hosts(cluster, cleanup):
-    cl = cluster
+def test_vxlan_only_from_member_hosts(make_cluster, cleanup):
+    cl = make_cluster(n=2, lease_ttl=8)  # its own: "the last overlay goes" must not meet another test's
     a, b = cl.hosts
     name = own_overlay(cleanup, cl, "trust-vx")
     overlay_create(a, name, "10.111.0.0/24")
