@@ -65,7 +65,7 @@ def build_services(settings) -> Services:
 def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) -> Services:
     from pynet.cluster.control import EtcdControlPlane
     from pynet.docker_api import DockerApi
-    from pynet.driver.firewall import IptablesFirewall, MemberFilter
+    from pynet.driver.firewall import VTEP_SET, IptablesFirewall, MemberFilter
     from pynet.driver.kernel.ipset import IpSets
     from pynet.driver.overlay.networks import OverlayNetworks
     from pynet.driver.overlay.tables import MEMBERS_TABLE, MembersTable
@@ -81,7 +81,7 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     sets = IpSets()  # VXLAN only from member hosts: the set the firewall matches, filled by the reconciler
     firewall = IptablesFirewall(members=MemberFilter(
         sets, on_destroyed=lambda: reconciler.nudge([MEMBERS_TABLE], reread=True)))
-    members = MembersTable(control, sets, MemberFilter.set_name, on_synced=firewall.arm)
+    members = MembersTable(control, sets, VTEP_SET, on_synced=firewall.arm)
     overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address, members=members)
     network = NetworkService(store, links, firewall, overlays=overlays)
     ipam = IpamService(shared, settings.default_pools, host_id=host_id, journal=store)

@@ -44,7 +44,9 @@ def check_ip(ip) -> ipaddress.IPv4Address:
 
 class IpSets:
     def __init__(self, netns: str | None = None, timeout: float = CALL_TIMEOUT, opener=None) -> None:
-        # ``netns`` (tests): the socket is opened inside that namespace and stays bound to it.
+        # ``netns`` (tests only): pyroute2's IPSet takes no netns argument, so the owner thread -- never a
+        # serving thread -- enters the namespace once to open the socket (setns affects that thread only),
+        # and the socket stays bound to it.  pynet itself never passes one.
         self._timeout = timeout
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pynet-ipset")
         self._netns = netns
