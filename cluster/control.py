@@ -174,6 +174,12 @@ class EtcdControlPlane:
                 return None
             return self.view.remotes(overlay, self.host_id, macs)
 
+    def members(self) -> frozenset[str] | None:
+        with self._lock:
+            if not self.view.loaded:
+                return None
+            return frozenset(h.vtep for h in self.view.hosts.values())
+
     def subscribe(self, listener: Callable[[Changes], None]) -> None:
         self._listeners.append(listener)
 

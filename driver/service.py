@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from pynet import faults
 from pynet.driver import names, options
 from pynet.driver.external import Publisher
-from pynet.driver.firewall import Firewall
+from pynet.driver.firewall import Firewall, check_network
 from pynet.driver.kernel import sysctl
 from pynet.driver.kernel.links import BridgeSpec, KernelError, Links, VethSpec
 from pynet.driver.locks import KeyedLocks
@@ -132,6 +132,8 @@ class NetworkService:
         config = options.parse_network_options(network_id, opts, multi_host=self.overlays is not None)
         ipv4, ipv6 = options.parse_ipam_list("IPv4Data", ipv4, 4), options.parse_ipam_list("IPv6Data", ipv6, 6)
         net = Network(id=network_id, config=config, ipv4=tuple(ipv4), ipv6=tuple(ipv6))
+        if config.mode != "macvlan":  # macvlan networks have no bridge and never reach the firewall
+            check_network(net)  # what could not become a rule is refused before any record or link
         if config.mode == "overlay":
             net = self.overlays.prepare(net, self.repo.networks())
         elif config.mode == "macvlan":

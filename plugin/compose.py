@@ -69,8 +69,10 @@ def build_services(settings) -> Services:
 def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) -> Services:
     from pynet.cluster.control import EtcdControlPlane
     from pynet.docker_api import DockerApi
-    from pynet.driver.firewall import IptablesFirewall
+    from pynet.driver.firewall import VTEP_SET, IptablesFirewall, MemberFilter
+    from pynet.driver.kernel.ipset import IpSets
     from pynet.driver.overlay.networks import OverlayNetworks
+    from pynet.driver.overlay.tables import MEMBERS_TABLE, MembersTable
     from pynet.driver.overlay.reconciler import NAME as RECONCILER, Reconciler
     from pynet.driver.service import NetworkService
     from pynet.ipam.service import IpamService
@@ -83,9 +85,13 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
                                grace_period=settings.grace_period)
     reconciler = Reconciler(health)
     dns = _cluster_dns(settings, control, links)
+    sets = IpSets()  # VXLAN only from member hosts: the set the firewall matches, filled by the reconciler
+    firewall = IptablesFirewall(members=MemberFilter(
+        sets, on_destroyed=lambda: reconciler.nudge([MEMBERS_TABLE], reread=True)))
+    members = MembersTable(control, sets, VTEP_SET, on_synced=firewall.arm)
     overlays = OverlayNetworks(control, reconciler, links, settings.vtep_address,
-                               dns_address=dns.address if dns is not None else "")
-    network = NetworkService(store, links, IptablesFirewall(), overlays=overlays)
+                               dns_address=dns.address if dns is not None else "", members=members)
+    network = NetworkService(store, links, firewall, overlays=overlays)
     ipam = IpamService(shared, settings.default_pools, host_id=host_id, journal=store)
     services = Services(network, ipam, health, supervisor=supervisor)
     log.info("multi-host: host %s, VTEP %s, etcd %s", host_id, settings.vtep_address, settings.etcd)

@@ -44,3 +44,8 @@ class Retryable(PynetError):
 
 class Unavailable(Retryable):
     """The state store cannot be reached (every etcd endpoint refused or timed out) (503)."""
+
+
+class Timeout(Retryable):
+    """An outbound call (a command, the kernel, the store, dockerd) did not finish within its bound; the
+    message names what hung (503)."""

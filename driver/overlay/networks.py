@@ -28,9 +28,10 @@ PYNET_SPACES = ("pynet-local", "pynet-global")
 
 class OverlayNetworks:
     def __init__(self, control: ControlPlane, reconciler: Reconciler, links, vtep: str,
-                 join_wait: float = JOIN_WAIT, dns_address: str = "") -> None:
+                 join_wait: float = JOIN_WAIT, dns_address: str = "", members=None) -> None:
         self.control = control
         self.dns_address = dns_address  # the cluster resolver's (clusterdns/), "" for none
+        self.members = members  # tables.MembersTable: registered while this host has an overlay
         self.join_wait = join_wait
         self.reconciler = reconciler
         self.links = links  # driver.kernel.links.Links: the VXLAN device and the underlay's MTU
@@ -99,7 +100,10 @@ class OverlayNetworks:
                                           bridge=net.config.bridge, mtu=net.config.mtu))
         table = VxlanTable(names.vxlan_name(net.id), net.config.overlay, self.control, self.links)
         with self._lock:
+            first = not self._tables
             self._tables[net.config.overlay] = table.name
+        if self.members is not None and (first or self.members.name not in self.reconciler.tables()):
+            self.reconciler.register(self.members)
         self.reconciler.register(table)
 
     def remove(self, net: Network) -> None:
@@ -108,7 +112,10 @@ class OverlayNetworks:
         with self._lock:
             if self._tables.get(net.config.overlay) == name:
                 del self._tables[net.config.overlay]
+            last = not self._tables
         self.reconciler.unregister(name)
+        if last and self.members is not None:
+            self.reconciler.unregister(self.members.name)  # the firewall destroys the set after its rule
         self.links.delete(names.vxlan_name(net.id))
 
     def settle(self, net: Network) -> bool:

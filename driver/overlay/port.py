@@ -9,7 +9,7 @@ Calls the driver makes from request handlers (``claim`` ... ``withdraw``) are bo
 plane's store timeout and raise ``pynet.errors`` (Unavailable when the store cannot be reached,
 Conflict for an incompatible overlay).  ``join``/``advertise`` record this host's intent *before* they
 write, and ``leave``/``withdraw`` drop it before they delete: a write that fails is finished by the
-control plane in the background, so the driver never retries.  ``remotes`` and ``subscribe`` feed the
+control plane in the background, so the driver never retries.  ``remotes``, ``members`` and ``subscribe`` feed the
 reconciler (reconciler.py), the only writer of the kernel tables.  Starting and stopping the control
 plane's background work is the composition root's business (plugin/compose.py), not the driver's.
 """
@@ -95,6 +95,11 @@ class ControlPlane(Protocol):
         """MAC -> Remote of every container of ``overlay`` on another host (of just ``macs``, if given);
         None while the control plane does not know the cluster yet (the tables must then be left as
         they are, not emptied)."""
+
+    def members(self) -> frozenset[str] | None:
+        """The VTEP address of every host in the cluster view (this one included): the only sources the
+        VXLAN filter accepts; None while the control plane does not know the cluster yet.  A change is
+        notified as ``{ALL: None}``."""
 
     def subscribe(self, listener: Callable[[Changes], None]) -> None:
         """Call ``listener(changes)`` after ``remotes`` changed: overlay name (or ``ALL``) -> the MACs whose

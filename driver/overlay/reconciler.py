@@ -22,6 +22,11 @@ when the kernel refused the next one is found and finished.  A request that need
 before it answers (Join) calls ``settle`` with a bound: it waits until a pass that began after the last
 nudge of that table has ended (also a failed one), and never writes itself.
 
+A table may also have ``synced()``: called after every pass that made the whole table equal to a known
+desired state (the member VTEPs use it to arm the firewall's VXLAN filter only once the set is full).
+``unregister`` waits (bounded) for a pass of that table that is under way, so nothing writes a table
+after its owner let it go (its kernel object may be destroyed next).
+
 Modelled on libnetwork's ``peerOpRoutine`` (one goroutine owns the peer database) and flannel's
 subnet watch (list, watch, diff, apply; resync on a period).
 """
@@ -38,6 +43,7 @@ from pynet.driver.overlay.port import ALL
 log = logging.getLogger("pynet.reconciler")
 RESYNC = 30.0  # seconds between full re-reads of every table from the kernel
 RETRY = 1.0  # seconds before a table whose pass failed is tried again
+UNREGISTER_WAIT = 10.0  # seconds ``unregister`` waits for a pass of that table under way
 NAME = "reconciler"  # its name in pynet/health.py
 
 
@@ -61,6 +67,8 @@ class Table(Protocol):
     def remove(self, key: Hashable, value: object) -> None:
         """Remove one entry that ``actual`` or an earlier ``add`` reported; absence is success."""
 
+    # optional: def synced(self) -> None -- the whole table now equals a known desired state
+
 
 class Reconciler:
     def __init__(self, health=None, resync: float = RESYNC, retry: float = RETRY,
@@ -76,6 +84,8 @@ class Reconciler:
         self._asked: dict[str, int] = {}  # name -> sequence number of its newest nudge
         self._done: dict[str, int] = {}  # name -> newest sequence number a finished pass covered
         self._seq = 0
+        self._thread: threading.Thread | None = None  # the one running passes
+        self._running: str | None = None  # the table a pass is reconciling right now
         self._next_resync = clock() + resync
         self._stopped = False
 
@@ -87,9 +97,12 @@ class Reconciler:
             self._mark(table.name, reread=True)
 
     def unregister(self, name: str) -> None:
-        """Stop owning the table (its device is going away); what it holds is left alone."""
+        """Stop owning the table (its device is going away); what it holds is left alone.  Waits (at most
+        UNREGISTER_WAIT) for a pass of that table under way, unless called from the reconciler's thread."""
         with self._cond:
             self._tables.pop(name, None)
+            if threading.current_thread() is not self._thread:
+                self._cond.wait_for(lambda: self._running != name, UNREGISTER_WAIT)
             for table in (self._programmed, self._dirty, self._keys, self._not_before):
                 table.pop(name, None)
             self._done[name] = self._asked.get(name, 0)
@@ -155,7 +168,10 @@ class Reconciler:
         if not due:
             return None, []
         changed, failures = 0, []
+        self._thread = threading.current_thread()
         for name, reread, keys, seq in due:
+            with self._cond:
+                self._running = name
             try:
                 changed += self._reconcile(name, reread, keys)
             except Exception as exc:
@@ -165,6 +181,7 @@ class Reconciler:
                         self._dirty[name], self._keys[name] = True, None
                         self._not_before[name] = self._clock() + self._retry
             with self._cond:
+                self._running = None
                 self._done[name] = max(self._done.get(name, 0), seq)
                 self._cond.notify_all()
         return changed, failures
@@ -224,4 +241,6 @@ class Reconciler:
                     self._programmed[name] = actual
         if changed:
             log.debug("table %s: %d entries changed", name, changed)
+        if keys is None and hasattr(table, "synced"):
+            table.synced()
         return changed

@@ -5,13 +5,26 @@ entry to its host's VTEP, the bridge entry that pins the MAC to the VXLAN port, 
 per address (driver/kernel/vxlan.py has the three).  Desired comes from the control plane
 (``remotes(overlay)``), actual from the device.  A device that is missing holds nothing and is not
 written: the network is being created or removed, and its next ``register`` re-reads it.
+
+``MembersTable`` is the kernel set of member VTEPs (driver/kernel/ipset.py) that the firewall's VXLAN
+filter accepts: desired is every host's VTEP in the control plane's view (``members()``), so a host
+that the view keeps for a while after its lease ended stays a member as long; actual is the set.  Keys
+are IPv4Address values parsed here (a VTEP that is not IPv4 is not in the IPv4 set).  The set is created
+by the first add if the firewall has not made it yet, and only ever changed entry by entry.  After each
+whole pass ``synced`` arms the filter (firewall.IptablesFirewall.arm).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from pynet.driver.overlay.port import ControlPlane, Remote
+
+log = logging.getLogger("pynet.reconciler")
+MEMBERS_TABLE = "members:vteps"
 
 
 @dataclass(frozen=True)
@@ -55,3 +68,44 @@ class VxlanTable:
 
     def remove(self, mac: str, remote: Remote | Unpinned) -> None:
         self.links.delete_remote(self.device, mac, remote.vtep, sorted(remote.ips))
+
+
+@dataclass
+class MembersTable:
+    control: ControlPlane
+    sets: object  # driver.kernel.ipset.IpSets (ensure, members, add, delete)
+    set_name: str
+    on_synced: Callable[[], object] = lambda: None  # the firewall's ``arm``
+    name: str = MEMBERS_TABLE
+
+    def desired(self) -> dict[ipaddress.IPv4Address, bool] | None:
+        vteps = self.control.members()
+        if vteps is None:
+            return None
+        out = {}
+        for vtep in vteps:
+            try:
+                ip = ipaddress.ip_address(vtep)
+            except ValueError:
+                log.warning("member VTEP %r is not an address: not accepted", vtep)
+                continue
+            if ip.version == 4:
+                out[ip] = True
+        return out
+
+    def desired_for(self, keys: frozenset) -> dict[ipaddress.IPv4Address, bool] | None:
+        desired = self.desired()
+        return None if desired is None else {k: v for k, v in desired.items() if k in keys}
+
+    def actual(self) -> dict[ipaddress.IPv4Address, bool]:
+        return dict.fromkeys(self.sets.members(self.set_name) or (), True)
+
+    def add(self, ip: ipaddress.IPv4Address, _value: bool) -> None:
+        self.sets.ensure(self.set_name)
+        self.sets.add(self.set_name, ip)
+
+    def remove(self, ip: ipaddress.IPv4Address, _value: bool) -> None:
+        self.sets.delete(self.set_name, ip)
+
+    def synced(self) -> None:
+        self.on_synced()
