@@ -134,8 +134,11 @@ class OverlayRegistry:
     def leave(self, name: str, network_id: str) -> bool:
         """This host's copy is gone: drop the membership and mark the overlay for removal
         everywhere; the last member out deletes the record and frees its VNI.  True if deleted."""
-        self.drop_member(name, network_id)
+        # Marked first: a host whose view shows the overlay active without its own membership creates
+        # its copy again (docker_sync, "wanted here"), so the two steps in the other order let this
+        # host's own sync bring back the copy the user just removed.
         self.update(name, lambda o: replace(o, state=REMOVING))
+        self.drop_member(name, network_id)
         return self.forget_if_unused(name)
 
     def forget_if_unused(self, name: str) -> bool:

@@ -74,6 +74,26 @@ def test_last_member_out_removes_the_overlay_and_frees_its_vni(store):
     assert a.get("demo") is None and store.get(keys.vni(rec.vni)) is None
 
 
+def test_leaving_marks_the_overlay_for_removal_before_dropping_the_membership(store, monkeypatch):
+    """Never a moment where the overlay is active and this host not a member: its own docker sync would
+    create the copy the user just removed again (seen in the bench and the member-filter e2e)."""
+    a, b = OverlayRegistry(store, HA), OverlayRegistry(store, HB)
+    a.claim(demo())
+    a.join("demo", NET_A)
+    b.join("demo", NET_B)
+    states = []
+    real_delete = store.delete
+
+    def delete(key, *args, **kwargs):
+        if key == keys.member("demo", HA):
+            states.append(a.get("demo").state)
+        return real_delete(key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "delete", delete)
+    a.leave("demo", NET_A)
+    assert states == [REMOVING]
+
+
 def test_claim_revives_an_overlay_being_removed(store):
     a, b = OverlayRegistry(store, HA), OverlayRegistry(store, HB)
     rec, _ = a.claim(demo())
