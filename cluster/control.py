@@ -52,7 +52,7 @@ class EtcdControlPlane:
         self.vtep = vtep
         self.health = health or Health()
         self.registry = OverlayRegistry(store, host_id, reject=self.health.rejected)
-        self.membership = Membership(store, Host(host_id, vtep), lease_ttl)
+        self.membership = Membership(store, Host(host_id, vtep, version=_version()), lease_ttl)
         # grace_period 0: no grace, departures apply at once (the behaviour before it existed)
         self.linger = max(0.0, grace_period - lease_ttl) if grace_period else 0.0
         self.view = ClusterView(reject=self.health.rejected, linger=self.linger, clock=clock)
@@ -277,6 +277,16 @@ class EtcdControlPlane:
         """Refresh the lease; a new one (the old expired) gets every advert written again at once."""
         if self.membership.keepalive():
             self.housekeeping()
+
+
+def _version() -> str:
+    """This pynet's release, written into its host record; "" when it is not installed (a test's tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pynet-plugin")
+    except PackageNotFoundError:
+        return ""
 
 
 class Snapshot:

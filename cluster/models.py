@@ -57,6 +57,7 @@ class Host:
     id: str
     vtep: str
     name: str = ""
+    version: str = ""  # the pynet release it runs (`pynet hosts`); "" from pynets before it was written
 
     def to_dict(self) -> dict:
         return asdict(self)

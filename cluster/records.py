@@ -21,6 +21,7 @@ from pynet.store._common import Unreadable
 HOST_ID = re.compile(r"^[0-9a-f]{12}$")  # secrets.token_hex(6), made once per host
 DOCKER_ID = re.compile(r"^[0-9a-f]{64}$")
 OVERLAY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,39}$")  # a release as importlib.metadata spells it
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 VNI_MAX = 16_777_215
 MAX_IPS = 16  # addresses per advert: an endpoint has one v4 and one v6 today
@@ -121,7 +122,8 @@ def host(key_id: str, value) -> Host:
     if text(d.get("id"), "host id", HOST_ID) != key_id:
         raise InvalidRecord(f"host id {d['id']!r} does not match its key {key_id!r}")
     name = text(d.get("name", ""), "host name", re.compile(r"^[\w.-]{1,64}$"), empty=True)
-    return Host(id=key_id, vtep=address(d.get("vtep"), "host VTEP"), name=name)
+    version = text(d.get("version", ""), "host version", VERSION, empty=True)
+    return Host(id=key_id, vtep=address(d.get("vtep"), "host VTEP"), name=name, version=version)
 
 
 def _pools(value, what: str, version: int) -> tuple[OverlayPool, ...]:

@@ -386,6 +386,35 @@ class IptablesFirewall:
         log.info("moved %s jump to %s %s back in front of Docker's rules", table, builtin, jump)
         return 1
 
+    def order_problems(self, networks: list[Network]) -> list[str]:
+        """Read only, for `pynet doctor`: each of pynet's jumps that is missing or not in front (where
+        keep_first puts it), and a FORWARD policy other than DROP; [] when all is in order.  The
+        families checked are the ones ``sync`` writes for ``networks``."""
+        problems = []
+        for family, tool in self._families:
+            if not any(family == 4 or n.ipv6 for n in networks):
+                continue
+            # IPv4 only: dockerd sets it (--iptables), and before 27 leaves ip6tables' ACCEPT alone
+            policy = [r.split()[2] for r in self._policy(tool) if r.startswith("-P FORWARD ")] if family == 4 else []
+            if policy and policy[0] != "DROP":
+                problems.append(f"{tool}: FORWARD policy is {policy[0]}, not DROP (containers of other "
+                                "bridges are reachable through this host)")
+            for table, builtin, chain, _ in self._jumps(tool):
+                rules = self._rules(tool, table, builtin)
+                ours = [i for i, r in enumerate(rules) if r.endswith(f"-j {chain}")]
+                want = 1 if builtin != "DOCKER-USER" and rules and rules[0].endswith("-j DOCKER-USER") else 0
+                if not ours:
+                    problems.append(f"{tool} -t {table} {builtin}: no jump to {chain}")
+                elif ours[0] != want:
+                    problems.append(f"{tool} -t {table} {builtin}: the jump to {chain} is rule {ours[0] + 1}, "
+                                    f"not {want + 1}")
+        return problems
+
+    def _policy(self, tool: str) -> list[str]:
+        proc = iptables.execute(self._prefix + [tool, *self._wait, "-t", "filter", "-S", "FORWARD"], None,
+                                self._timeout)
+        return [line for line in proc.stdout.splitlines() if line.startswith("-P ")]
+
     def _rules(self, tool: str, table: str, builtin: str) -> list[str]:
         proc = iptables.execute(self._prefix + [tool, *self._wait, "-t", table, "-S", builtin], None, self._timeout)
         return [l for l in proc.stdout.splitlines() if l.startswith("-A ")]

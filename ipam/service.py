@@ -203,6 +203,31 @@ class IpamService:
             self._journal.delete(entry.key, entry.revision)
         return done
 
+    # -- a dead host's share (`pynet hosts rm`, cluster/hosts.py) -------------------------
+    def forget_host(self, host_id: str, addresses: list[str]) -> dict:
+        """Drop ``host_id`` from every shared pool's holders and release the endpoint ``addresses`` its
+        containers held (never a pool's shared gateway).  ``{"Pools": [...], "Addresses": [...]}`` of
+        what was dropped.  A pool whose only holder was that host stays held, by nobody: the next
+        holder's release frees it (RequestPool of the same CIDR shares it meanwhile)."""
+        dropped_pools: list[str] = []
+        released: list[str] = []
+        ips = [parse_address(a) for a in addresses]
+        for space in (LOCAL_SPACE, GLOBAL_SPACE):
+            def drop(held: Pools) -> tuple[list[str], bool]:
+                changed = [cidr for cidr, r in held.items() if host_id in r.holders]
+                for cidr in changed:
+                    held[cidr] = replace(held[cidr], holders=tuple(h for h in held[cidr].holders if h != host_id))
+                return changed, bool(changed)
+
+            dropped_pools += [f"{space}/{cidr}" for cidr in self._registry.update(space, drop)]
+            for cidr, record in self._registry.held(space).items():
+                pool = parse_network(cidr)
+                for ip in ips:
+                    if ip.version == pool.version and ip in pool and str(ip) != record.gateway:
+                        if allocator.release(self._store, AddressRange.of(space, pool), ip):
+                            released.append(str(ip))
+        return {"Pools": sorted(dropped_pools), "Addresses": sorted(released)}
+
     def _shared_gateway(self, pool_id: str, rng: AddressRange, address: str) -> str:
         """The pool's one gateway: claimed by the first holder, handed to the others."""
         ref = parse_pool_id(pool_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from pynet.plugin import http, wire_ipam, wire_network
+from pynet.plugin import http, wire_ipam, wire_network, wire_ops
 from pynet.plugin.compose import Services
 
 IMPLEMENTS = {"Implements": ["NetworkDriver", "IpamDriver"]}
@@ -25,6 +25,8 @@ def create_app(services: Services) -> Flask:
               http.Route("/Pynet.Ports", None, lambda: _ports(services)),
               # pynet's own: the health of its background loops and the records it refused to use
               http.Route("/Pynet.Health", None, services.health.snapshot)]
+    if services.ops is not None:
+        routes += wire_ops.routes(services.ops)
     routes += wire_network.routes(services.network)
     routes += wire_ipam.routes(services.ipam)
     http.install(app, routes)

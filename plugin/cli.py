@@ -52,8 +52,33 @@ def _parser() -> argparse.ArgumentParser:
     ports.add_argument("--docker-host", dest="docker_host", default=None,
                        help="Docker API socket [DOCKER_HOST, default unix:///var/run/docker.sock]")
     ports.add_argument("--json", action="store_true", help="print JSON")
+    _ops_parsers(sub)
     sub.add_parser("version", help="print pynet's version")
     return parser
+
+
+def _ops_parsers(sub) -> None:
+    """status, hosts [rm], doctor: each asks the running pynet through its socket (plugin/ops_*.py)."""
+    def common(p, default=None):
+        p.add_argument("--socket", default=default, help="the plugin's socket [PYNET_SOCKET; default the "
+                                                         "legacy socket, else the managed plugin's]")
+        p.add_argument("--json", action="store_true", default=default or False, help="print JSON")
+        return p
+
+    common(sub.add_parser("status", help="this host, its store, background loops, networks, overlays, hosts"))
+    hosts = common(sub.add_parser("hosts", help="the cluster's hosts; `hosts rm HOST` evicts a dead one"))
+    hosts_sub = hosts.add_subparsers(dest="hosts_command", metavar="rm")
+    # SUPPRESS: `hosts --json rm X` and `hosts rm X --json` both work (a sub-parser's default would win)
+    rm = common(hosts_sub.add_parser("rm", help="remove a dead host's adverts, memberships and addresses"),
+                argparse.SUPPRESS)
+    rm.add_argument("host", help="the host's id (as `pynet hosts` shows it)")
+    rm.add_argument("--force", action="store_true", help="also a host whose lease is still in etcd")
+    doctor = common(sub.add_parser("doctor", help="check everything pynet needs; exit status = failures"))
+    doctor.add_argument("--daemon-json", dest="daemon_json", default=None,
+                        help="dockerd's daemon.json, checked for the cluster resolver [/etc/docker/daemon.json]")
+
+
+OPS_COMMANDS = {"status": "ops_status", "hosts": "ops_hosts", "doctor": "ops_doctor"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         from pynet.plugin import ports_cli
 
         return ports_cli.main(args)  # it resolves --socket / --docker-host defaults itself
+    if args.command in OPS_COMMANDS:
+        import importlib
+
+        return importlib.import_module(f"pynet.plugin.{OPS_COMMANDS[args.command]}").main(args)
     if args.command != "serve":
         parser.print_help()
         return 2

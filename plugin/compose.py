@@ -17,6 +17,7 @@ Background work, all under one Supervisor (pynet/background.py), each loop visib
     orphan-gc       records dockerd no longer knows, and what crashes left without a record
                     (driver/gc.py; every --gc-interval seconds, off with 0; after the start-up replay)
     dns-*           the cluster resolver (clusterdns/service.py), unless --dns-address off
+    vxlan-probe     answers the other hosts' `pynet doctor` probes on UDP 4789 (pynet/vxlan_probe.py)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Services:
     health: Health = field(default_factory=Health)
     start: Callable[[], None] = lambda: None  # starts the background work (once the app is built)
     supervisor: Supervisor | None = None
+    ops: object = None  # plugin/ops_service.Ops: status, hosts, doctor (the CLI's /Pynet.* calls)
 
 
 def build_services(settings) -> Services:
@@ -58,8 +60,10 @@ def build_services(settings) -> Services:
     health = Health()
     supervisor = Supervisor(health)
     if not settings.etcd:
-        network = NetworkService(store, links, IptablesFirewall())
+        firewall = IptablesFirewall()
+        network = NetworkService(store, links, firewall)
         services = Services(network, IpamService(store, settings.default_pools), health, supervisor=supervisor)
+        services.ops = _ops(settings, services, store, firewall=firewall)
         services.start = lambda: _start(services, supervisor,
                                         after_replay=lambda: _start_gc(settings, services, supervisor))
         return services
@@ -78,6 +82,7 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     from pynet.ipam.service import IpamService
     from pynet.plugin.secure_etcd import security
     from pynet.store import open_cluster_store
+    from pynet.vxlan_probe import NAME as PROBE, Responder
 
     host_id = host_identity(store)
     shared = open_cluster_store(settings.etcd, security=security(settings))
@@ -94,6 +99,8 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
     network = NetworkService(store, links, firewall, overlays=overlays)
     ipam = IpamService(shared, settings.default_pools, host_id=host_id, journal=store)
     services = Services(network, ipam, health, supervisor=supervisor)
+    services.ops = _ops(settings, services, store, firewall=firewall, shared=shared, control=control,
+                        reconciler=reconciler, dns_address=str(dns.address) if dns is not None else "")
     log.info("multi-host: host %s, VTEP %s, etcd %s", host_id, settings.vtep_address, settings.etcd)
 
     def after_replay() -> None:
@@ -105,12 +112,37 @@ def _multi_host(settings, store, links, health: Health, supervisor: Supervisor) 
 
     def start() -> None:
         supervisor.spawn(RECONCILER, reconciler.run)
+        supervisor.spawn(PROBE, Responder(settings.vtep_address).serve)  # `pynet doctor` on the other hosts
         if dns is not None:
             dns.start(supervisor)
         _start(services, supervisor, after_replay)
 
     services.start = start
     return services
+
+
+def _ops(settings, services: Services, store, **cluster) -> object:
+    """What the CLI's status, hosts and doctor ask (plugin/ops_service.py)."""
+    from pynet.docker_api import DockerApi
+    from pynet.plugin.ops_service import Ops
+
+    version = _version()
+    hosts = None
+    if cluster.get("control") is not None:
+        from pynet.cluster.hosts import ClusterHosts
+
+        hosts = ClusterHosts(cluster["control"], version)
+    return Ops(settings, store, services.network, services.ipam, services.health, hosts=hosts,
+               docker=DockerApi(settings.docker_host), version=version, **cluster)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pynet-plugin")
+    except PackageNotFoundError:
+        return ""
 
 
 def _cluster_dns(settings, control, links):

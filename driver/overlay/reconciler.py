@@ -128,6 +128,11 @@ class Reconciler:
         with self._cond:
             return sorted(self._tables)
 
+    def table(self, name: str):
+        """The registered table ``name`` or None (`pynet doctor` compares its desired and actual)."""
+        with self._cond:
+            return self._tables.get(name)
+
     def programmed(self, name: str) -> dict:
         """A copy of what the reconciler believes ``name`` holds (for status and tests)."""
         with self._cond:
