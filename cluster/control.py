@@ -232,6 +232,11 @@ class EtcdControlPlane:
             log.warning("a host's grace period ended: its containers left this host's tables")
         self._notify(changes)
 
+    def read_view(self, read: Callable[[ClusterView], object]):
+        """``read(view)`` under the lock the watch writes the view under: one consistent look (cluster/hosts.py)."""
+        with self._lock:
+            return read(self.view)
+
     def snapshot(self) -> "Snapshot":
         """A consistent copy of what the Docker sync decides from."""
         with self._lock:

@@ -58,17 +58,16 @@ class ClusterHosts:
         """Every host the view knows: live (registered), departing (lease gone, in its grace) or gone
         (lease and grace over, memberships left behind: what ``hosts rm`` is for)."""
         c = self.control
-        with c._lock:  # the view's tables change under the watch: one consistent copy
-            view = c.view
-            registered = dict(view.hosts)
-            departing = {p[1]: left for p, left in view.departing().items() if p[0] == "hosts"}
-            members: dict[str, list[str]] = {}
-            for (overlay, host_id) in view.members:
-                members.setdefault(host_id, []).append(overlay)
-            adverts: dict[str, int] = {}
-            for a in view.all_adverts():
-                adverts[a.host] = adverts.get(a.host, 0) + 1
-            loaded = view.loaded
+        # the view's tables change under the watch: one consistent copy
+        registered, departing, member_keys, all_adverts, loaded = c.read_view(lambda v: (
+            dict(v.hosts), {p[1]: left for p, left in v.departing().items() if p[0] == "hosts"},
+            list(v.members), v.all_adverts(), v.loaded))
+        members: dict[str, list[str]] = {}
+        for (overlay, host_id) in member_keys:
+            members.setdefault(host_id, []).append(overlay)
+        adverts: dict[str, int] = {}
+        for a in all_adverts:
+            adverts[a.host] = adverts.get(a.host, 0) + 1
         lease_ok = c.health.loop("lease").last_ok
         ttl, linger = c.membership.ttl, c.linger
         out = []
@@ -99,12 +98,8 @@ class ClusterHosts:
     def overlays(self) -> list[dict]:
         """Every overlay of the view: VNI, state, member hosts (with their state) and endpoints."""
         states = {h["ID"]: h for h in self.hosts()}
-        c = self.control
-        with c._lock:
-            view = c.view
-            overlays = dict(view.overlays)
-            members = list(view.members)
-            adverts = view.all_adverts()
+        overlays, members, adverts = self.control.read_view(
+            lambda v: (dict(v.overlays), list(v.members), v.all_adverts()))
         out = []
         for name, o in sorted(overlays.items()):
             hosts = sorted(h for (ov, h) in members if ov == name)
@@ -133,9 +128,9 @@ class ClusterHosts:
             raise Conflict(f"host {host_id} is live (its lease is in etcd): stop its pynet and wait "
                            f"{c.membership.ttl} s (--lease-ttl) for the lease to end, or use --force "
                            "for a host known to be dead")
-        with c._lock:
-            ips = {ip for a in c.view.adverts_of(host_id).values() for ip in a.ips}
-            live_ips = {ip for a in c.view.all_adverts() if a.host != host_id for ip in a.ips}
+        ips, live_ips = c.read_view(lambda v: (
+            {ip for a in v.adverts_of(host_id).values() for ip in a.ips},
+            {ip for a in v.all_adverts() if a.host != host_id for ip in a.ips}))
         for e in store.list(keys.adverts_prefix()):
             parts = keys.parse_cluster_key(e.key)
             if parts is None or parts[2] != host_id:

@@ -196,7 +196,13 @@ def fetch_networks(docker_host: str, network_ids: Iterable[str]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ command
 def main(args) -> int:
-    socket_path = getattr(args, "socket", None) or os.environ.get("PYNET_SOCKET") or DEFAULT_SOCKET
+    from pynet.plugin.ops_client import CliError as LookupError_, find_socket
+
+    try:  # --socket, PYNET_SOCKET, the legacy socket, else the managed plugin's (plugin/ops_client.py)
+        socket_path = find_socket(getattr(args, "socket", None), DEFAULT_SOCKET)
+    except LookupError_ as e:
+        print(f"pynet ports: {e}", file=sys.stderr)
+        return 1
     docker_host = getattr(args, "docker_host", None) or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
     target = getattr(args, "target", None)
     try:
