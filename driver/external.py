@@ -15,6 +15,7 @@ A failed rewrite keeps the claims for the same reason: the old rules may still s
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import replace
 from typing import Callable
 
@@ -24,7 +25,9 @@ from pynet.driver.locks import KeyedLocks
 from pynet.driver.models import Endpoint, Network
 from pynet.driver.ports import Binding, Claim, PortReservations, families_for, parse_requests
 from pynet.driver.repository import Repository
-from pynet.errors import BadRequest
+from pynet.errors import BadRequest, Conflict
+
+log = logging.getLogger(__name__)
 
 
 class Publisher:
@@ -39,7 +42,12 @@ class Publisher:
             raise BadRequest(f"network {net.id[:12]} is internal (--internal): ports cannot be published")
         with self._locks.hold(endpoint_id):
             ep = endpoint()
-            bindings = self._claim(net, ep, requests)
+            try:
+                bindings = self._claim(net, ep, requests)
+            except Conflict:
+                if not self._free_dead_claims(ep.id):
+                    raise
+                bindings = self._claim(net, ep, requests)  # once: a conflict now is a live container's
             faults.reached("ports-claimed")
             stale = [b for b in ep.published if b not in bindings]
             self.repo.update_endpoint(net.id, endpoint_id, lambda e: replace(e, published=bindings))
@@ -96,6 +104,27 @@ class Publisher:
                 self.ports.release(claim.owner, claim.family, claim.proto, claim.host_ip, claim.port)
                 released += 1
         return released
+
+    def _free_dead_claims(self, me: str) -> bool:
+        """Release the claims of endpoints that no longer exist at all, after rewriting the rules from the
+        records; True if there were any.
+
+        A removal whose rule rewrite failed (a held xtables lock) keeps its claims, since the old rules may
+        still send the ports to the old container; the GC frees them later.  A Program that runs into
+        such a claim need not wait for the GC: once its own rewrite succeeds, no rule of a vanished
+        endpoint is left.  An endpoint without a record has no request running (Program reads the record
+        under the endpoint's lock, and deletion holds it), and ``busy`` skips one whose removal is under
+        way, so no lock is waited for here (two Programs never wait on each other)."""
+        claims = self.ports.claims()  # before the records, as in collect_orphan_claims
+        alive = {e.id for e in self.repo.endpoints()}
+        dead = [c for c in claims if c.owner != me and c.owner not in alive and not self._locks.busy(c.owner)]
+        if not dead:
+            return False
+        self._sync()
+        for c in dead:
+            self.ports.release(c.owner, c.family, c.proto, c.host_ip, c.port)
+        log.info("released %d host-port claim(s) of removed endpoints", len(dead))
+        return True
 
     def _recorded(self) -> set[Claim]:
         return {Claim(ep.id, b["family"], b["proto"], b["host_ip"], b["host_port"])
