@@ -56,27 +56,20 @@ def test_endpoint_ifname_is_refused_by_name_and_nothing_is_left(world, client):
 
 # -- Docker 28: --ipv4=false --------------------------------------------------------------------------
 def _ipv6_only_network(client, internal=False):
-    status, pool = post(client, "IpamDriver.RequestPool",
-                        {"AddressSpace": "pynet-local", "Pool": "fd00:28::/64", "SubPool": "", "Options": {}, "V6": True})
-    assert status == 200, pool
-    status, gw = post(client, "IpamDriver.RequestAddress",
-                      {"PoolID": pool["PoolID"], "Address": "",
-                       "Options": {"RequestAddressType": "com.docker.network.gateway"}})
-    assert status == 200, gw
+    pool, gateway = _pool(client, "fd00:28::/64", True)
     status, body = post(client, "NetworkDriver.CreateNetwork",
                         {"NetworkID": NID, "IPv4Data": [],  # what --ipv4=false sends
                          "Options": {"com.docker.network.enable_ipv4": False, "com.docker.network.enable_ipv6": True,
                                      "com.docker.network.internal": internal, "com.docker.network.generic": {}},
-                         "IPv6Data": [{"AddressSpace": "pynet-local", "Pool": pool["Pool"], "Gateway": gw["Address"]}]})
+                         "IPv6Data": [{"AddressSpace": "pynet-local", "Pool": pool["Pool"], "Gateway": gateway}]})
     assert (status, body) == (200, {}), body
-    status, addr = post(client, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "", "Options": None})
-    assert status == 200, addr
+    address = _address(client, pool)
     status, ep = post(client, "NetworkDriver.CreateEndpoint",  # an endpoint without Address
                       {"NetworkID": NID, "EndpointID": EID,
-                       "Interface": {"Address": "", "AddressIPv6": addr["Address"], "MacAddress": ""},
+                       "Interface": {"Address": "", "AddressIPv6": address, "MacAddress": ""},
                        "Options": {"com.docker.network.portmap": []}})
     assert status == 200 and ep["Interface"]["MacAddress"].startswith("02:42:"), ep
-    return gw["Address"], addr["Address"]
+    return gateway, address
 
 
 def test_ipv4_less_network_joins_with_an_ipv6_gateway_only_and_publishes_on_ipv6(world, client):
@@ -116,27 +109,37 @@ def test_program_twice_without_revoke_replaces_the_bindings(world, client):
     assert [b["host_port"] for b in world.firewall.published] == [18180]
 
 
+def _pool(client, cidr: str, v6: bool) -> tuple[dict, str]:
+    """(pool, gateway) as dockerd asks IPAM for them."""
+    status, pool = post(client, "IpamDriver.RequestPool",
+                        {"AddressSpace": "pynet-local", "Pool": cidr, "SubPool": "", "Options": {}, "V6": v6})
+    assert status == 200, pool
+    status, gw = post(client, "IpamDriver.RequestAddress",
+                      {"PoolID": pool["PoolID"], "Address": "",
+                       "Options": {"RequestAddressType": "com.docker.network.gateway"}})
+    assert status == 200, gw
+    return pool, gw["Address"]
+
+
+def _address(client, pool) -> str:
+    status, addr = post(client, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "", "Options": None})
+    assert status == 200, addr
+    return addr["Address"]
+
+
 def test_program_with_no_proxy_6to4_publishes_ipv4_only(world, client):
     """29 sets no_proxy_6to4 when another endpoint became the IPv6 gateway: it publishes the IPv6 side."""
-    status, pool = post(client, "IpamDriver.RequestPool",
-                        {"AddressSpace": "pynet-local", "Pool": "fd00:29::/64", "SubPool": "", "Options": {}, "V6": True})
-    status, p4 = post(client, "IpamDriver.RequestPool",
-                      {"AddressSpace": "pynet-local", "Pool": "192.168.29.0/24", "SubPool": "", "Options": {}, "V6": False})
-    gw4 = post(client, "IpamDriver.RequestAddress", {"PoolID": p4["PoolID"], "Address": "",
-                                                      "Options": {"RequestAddressType": "com.docker.network.gateway"}})[1]
-    gw6 = post(client, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "",
-                                                      "Options": {"RequestAddressType": "com.docker.network.gateway"}})[1]
+    (p4, gw4), (p6, gw6) = _pool(client, "192.168.29.0/24", False), _pool(client, "fd00:29::/64", True)
     status, body = post(client, "NetworkDriver.CreateNetwork",
-                        {"NetworkID": NID, "Options": {"com.docker.network.enable_ipv6": True,
-                                                       "com.docker.network.generic": {}},
-                         "IPv4Data": [{"AddressSpace": "pynet-local", "Pool": p4["Pool"], "Gateway": gw4["Address"]}],
-                         "IPv6Data": [{"AddressSpace": "pynet-local", "Pool": pool["Pool"], "Gateway": gw6["Address"]}]})
+                        {"NetworkID": NID,
+                         "Options": {"com.docker.network.enable_ipv6": True, "com.docker.network.generic": {}},
+                         "IPv4Data": [{"AddressSpace": "pynet-local", "Pool": p4["Pool"], "Gateway": gw4}],
+                         "IPv6Data": [{"AddressSpace": "pynet-local", "Pool": p6["Pool"], "Gateway": gw6}]})
     assert status == 200, body
-    a4 = post(client, "IpamDriver.RequestAddress", {"PoolID": p4["PoolID"], "Address": "", "Options": None})[1]
-    a6 = post(client, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "", "Options": None})[1]
     status, _ = post(client, "NetworkDriver.CreateEndpoint",
                      {"NetworkID": NID, "EndpointID": EID, "Options": {},
-                      "Interface": {"Address": a4["Address"], "AddressIPv6": a6["Address"], "MacAddress": ""}})
+                      "Interface": {"Address": _address(client, p4), "AddressIPv6": _address(client, p6),
+                                    "MacAddress": ""}})
     assert status == 200
     ports = portmap((6, 80, "", 18290, 18290))
     assert program(client, ports) == (200, {})  # the IPv4 and the IPv6 gateway
