@@ -5,6 +5,13 @@ the host ports atomically in the store (driver/ports.py), records the bindings o
 rewrites its NAT rules from the stored state (driver/firewall.py).  A repeated Program with the same
 map keeps the ports it picked; a failure releases every port the call reserved.
 
+Docker 29 (moby#50283, #50321) sends Program whenever the endpoint becomes the IPv4 or IPv6 gateway,
+again without a Revoke between: each call's bindings replace the last one's (what the new map no
+longer names is unpublished and its ports released, in the order below), and with
+``no_proxy_6to4`` (another endpoint is the IPv6 gateway) only IPv4 is published.  Its shim keeps that
+state in memory only, so Leave revokes too (service.leave): after a live-restore restart no Revoke
+may come.
+
 Crash consistency: a host port is claimed before the record names it, and released only after the
 record no longer names it *and* the rules were rewritten without it.  So a crash never leaves a rule
 (or a record that start-up would turn into one) for a port nobody holds; what it can leave is a claim
@@ -37,17 +44,19 @@ class Publisher:
 
     def program(self, net: Network, endpoint_id: str, opts: dict, endpoint: Callable[[], Endpoint]) -> None:
         """Publish the port map in ``opts`` on the endpoint; ``endpoint()`` reads it (NotFound if gone)."""
-        requests = parse_requests(options.parse_endpoint_options(opts).port_bindings)
+        epo = options.parse_endpoint_options(opts)
+        requests = parse_requests(epo.port_bindings)
         if requests and net.config.internal:
             raise BadRequest(f"network {net.id[:12]} is internal (--internal): ports cannot be published")
         with self._locks.hold(endpoint_id):
             ep = endpoint()
             try:
-                bindings = self._claim(net, ep, requests)
+                bindings = self._claim(net, ep, requests, ipv6=not epo.ipv4_only)
             except Conflict:
                 if not self._free_dead_claims(ep.id):
                     raise
-                bindings = self._claim(net, ep, requests)  # once: a conflict now is a live container's
+                # once: a conflict now is a live container's
+                bindings = self._claim(net, ep, requests, ipv6=not epo.ipv4_only)
             faults.reached("ports-claimed")
             stale = [b for b in ep.published if b not in bindings]
             self.repo.update_endpoint(net.id, endpoint_id, lambda e: replace(e, published=bindings))
@@ -130,11 +139,12 @@ class Publisher:
         return {Claim(ep.id, b["family"], b["proto"], b["host_ip"], b["host_port"])
                 for ep in self.repo.endpoints() for b in ep.published}
 
-    def _claim(self, net: Network, ep: Endpoint, requests) -> list[dict]:
+    def _claim(self, net: Network, ep: Endpoint, requests, ipv6: bool) -> list[dict]:
         bindings: list[dict] = []
         try:
             for req in requests:
-                pairs = families_for(req, bool(ep.address), bool(ep.address_v6), net.config.host_binding_ipv4)
+                pairs = families_for(req, bool(ep.address), ipv6 and bool(ep.address_v6),
+                                     net.config.host_binding_ipv4)
                 for family, host_ip in pairs:
                     bindings.append(self._claim_one(ep, req, family, host_ip))
         except Exception:

@@ -375,7 +375,25 @@ class NetworkService:
                         connected=self.macvlan.connected(net, ep) if net.config.mode == "macvlan" else ())
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
-        """Nothing to undo in the kernel: dockerd moves the interface back itself."""
+        """Unpublish what ProgramExternalConnectivity made; dockerd moves the interface back itself.
+
+        Docker up to 28 always sends Revoke before Leave, so this finds nothing.  Docker 29's remote
+        shim remembers in memory only which endpoint it programmed (moby#50283, #50321): after a daemon
+        restart with live-restore, no Revoke comes for endpoints joined before it, and without this
+        their NAT rules and host ports would outlive the container.  Unknown IDs are success (dockerd
+        sends Leave at start-up for endpoints it no longer has, moby#47984)."""
+        self.publisher.revoke(network_id, endpoint_id)
+
+    def gateway_skips(self, opts: dict) -> dict:
+        """GwAllocCheck (Docker 28+): may IPAM skip reserving the network's gateway addresses?  Never:
+        a bridge or overlay network puts its gateway on the bridge (the containers' next hop and the
+        address published ports are DNATed through), and a macvlan network's gateway is the segment's
+        router, an address IPAM must not hand to a container.  The options are checked as far as they
+        can be without a network ID; CreateNetwork checks them in full."""
+        generic = opts.get(options.GENERIC) or {}
+        if not isinstance(generic, dict):
+            raise BadRequest(f"{options.GENERIC} must be an object")
+        return {"SkipIPv4": False, "SkipIPv6": False}
 
     def busy(self, record_id: str) -> bool:
         """Is a request working on this network or endpoint right now? (driver/gc.py leaves it alone)"""
