@@ -46,6 +46,9 @@ class Publisher:
         """Publish the port map in ``opts`` on the endpoint; ``endpoint()`` reads it (NotFound if gone)."""
         epo = options.parse_endpoint_options(opts)
         requests = parse_requests(epo.port_bindings)
+        if requests and net.config.mode == "macvlan":  # as CreateEndpoint: no bridge, no NAT, nothing to publish
+            raise BadRequest(f"network {net.id[:12]} is a macvlan network: ports cannot be published (-p); "
+                             "its containers are on the segment, reachable at their own addresses")
         if requests and net.config.internal:
             raise BadRequest(f"network {net.id[:12]} is internal (--internal): ports cannot be published")
         with self._locks.hold(endpoint_id):

@@ -218,7 +218,9 @@ class NetworkService:
         if net.bridge_created:
             self.links.delete(net.config.bridge)
 
-    def delete_network(self, network_id: str) -> None:
+    def delete_network(self, network_id: str, leave_cluster: bool = True) -> None:
+        """Remove the network.  ``leave_cluster=False`` (the orphan collector: only this host's dockerd
+        lost it) drops this host's membership only: leaving would remove the overlay from every host."""
         with self._locks.hold(network_id):
             net = self.repo.network(network_id)
             if net is None:
@@ -241,7 +243,10 @@ class NetworkService:
         if _cluster_wide(net) and self.overlays is not None:
             # dockerd only logs DeleteNetwork errors and forgets the network: with etcd down,
             # the control plane finishes this (a member key without a network) later.
-            _best_effort(lambda: self.overlays.leave(net), f"leaving overlay {net.config.overlay!r}")
+            if leave_cluster:
+                _best_effort(lambda: self.overlays.leave(net), f"leaving overlay {net.config.overlay!r}")
+            else:
+                _best_effort(lambda: self.overlays.abandon(net), f"dropping membership of {net.config.overlay!r}")
 
     def sync_firewall(self) -> None:
         with self._fw_lock:
