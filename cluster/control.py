@@ -149,12 +149,18 @@ class EtcdControlPlane:
         with self._lock:
             if self._names.get(endpoint_id) == names:
                 return
-            self._names[endpoint_id] = names
             changed = {k: replace(a, names=names) for k, a in self._adverts.items() if k[1] == endpoint_id}
+            if not changed:
+                return  # not (or no longer) advertised here: nothing to name, nothing to keep
+            self._names[endpoint_id] = names
             self._adverts.update(changed)
         lease = self.membership.current()
-        for advert in changed.values():
+        for key, advert in changed.items():
             self._put_advert(advert, lease)
+            with self._lock:
+                withdrawn = key not in self._adverts
+            if withdrawn:  # a DeleteEndpoint withdrew it while the put was on its way: take it back out
+                self._tombstone(advert)
 
     def names_view(self) -> tuple[int, list[Advert]]:
         """(revision, every advert of the cluster) as the watch has seen it: what the resolver answers from."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 
 from pynet.cluster.records import MAX_NAMES, InvalidRecord, dns_name
+from pynet.errors import BadRequest
+from pynet.parsing import parse_docker_id
 
 log = logging.getLogger("pynet.dns")
 PERIOD = 1.0  # seconds: a new container's names reach the other hosts within about this plus etcd's delay
@@ -69,7 +71,7 @@ class DockerNames:
         for c in self.docker.containers():
             cid = c.get("Id")
             endpoints = {net: s.get("EndpointID") for net, s in _networks(c).items() if s.get("EndpointID") in local}
-            if not isinstance(cid, str) or not endpoints:
+            if not endpoints or not _is_docker_id(cid):  # it goes into a URL path: a Docker ID or nothing
                 continue
             signature = tuple(sorted(endpoints.items()))
             known = self._seen.get(cid)
@@ -82,3 +84,11 @@ class DockerNames:
             for eid, names in known[1].items():
                 self.control.name(eid, names)
         self._seen = seen
+
+
+def _is_docker_id(value) -> bool:
+    try:
+        parse_docker_id(value, "container Id")
+        return True
+    except BadRequest:
+        return False

@@ -15,7 +15,6 @@ Loops, under the supervisor (each in /Pynet.Health):
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 from pynet.clusterdns.docker_names import PERIOD, DockerNames
@@ -23,6 +22,7 @@ from pynet.clusterdns.server import Resolver, Servers
 from pynet.clusterdns.table import NameTable
 from pynet.clusterdns.upstream import Upstreams
 from pynet.errors import BadRequest
+from pynet.parsing import parse_ip
 
 log = logging.getLogger("pynet.dns")
 LINK = "lo"
@@ -36,9 +36,9 @@ def parse_address(value: str) -> str | None:
     if value.strip().lower() == OFF:
         return None
     try:
-        ip = ipaddress.ip_address(value.strip())
-    except ValueError:
-        raise BadRequest(f"--dns-address {value[:80]!r} is neither an IP address nor {OFF!r}") from None
+        ip = parse_ip(value, "--dns-address")  # canonical text only: no %scope, no mapped form, no spaces
+    except BadRequest as exc:
+        raise BadRequest(f"--dns-address {value[:80]!r} is neither an IP address nor {OFF!r} ({exc})") from None
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
         raise BadRequest(f"--dns-address {ip} cannot be a resolver's address (multicast, unspecified or loopback)")
     return str(ip)

@@ -5,6 +5,13 @@ the host ports atomically in the store (driver/ports.py), records the bindings o
 rewrites its NAT rules from the stored state (driver/firewall.py).  A repeated Program with the same
 map keeps the ports it picked; a failure releases every port the call reserved.
 
+Docker 29 (moby#50283, #50321) sends Program whenever the endpoint becomes the IPv4 or IPv6 gateway,
+again without a Revoke between: each call's bindings replace the last one's (what the new map no
+longer names is unpublished and its ports released, in the order below), and with
+``no_proxy_6to4`` (another endpoint is the IPv6 gateway) only IPv4 is published.  Its shim keeps that
+state in memory only, so Leave revokes too (service.leave): after a live-restore restart no Revoke
+may come.
+
 Crash consistency: a host port is claimed before the record names it, and released only after the
 record no longer names it *and* the rules were rewritten without it.  So a crash never leaves a rule
 (or a record that start-up would turn into one) for a port nobody holds; what it can leave is a claim
@@ -15,6 +22,7 @@ A failed rewrite keeps the claims for the same reason: the old rules may still s
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import replace
 from typing import Callable
 
@@ -24,7 +32,9 @@ from pynet.driver.locks import KeyedLocks
 from pynet.driver.models import Endpoint, Network
 from pynet.driver.ports import Binding, Claim, PortReservations, families_for, parse_requests
 from pynet.driver.repository import Repository
-from pynet.errors import BadRequest
+from pynet.errors import BadRequest, Conflict
+
+log = logging.getLogger(__name__)
 
 
 class Publisher:
@@ -34,12 +44,22 @@ class Publisher:
 
     def program(self, net: Network, endpoint_id: str, opts: dict, endpoint: Callable[[], Endpoint]) -> None:
         """Publish the port map in ``opts`` on the endpoint; ``endpoint()`` reads it (NotFound if gone)."""
-        requests = parse_requests(options.parse_endpoint_options(opts).port_bindings)
+        epo = options.parse_endpoint_options(opts)
+        requests = parse_requests(epo.port_bindings)
+        if requests and net.config.mode == "macvlan":  # as CreateEndpoint: no bridge, no NAT, nothing to publish
+            raise BadRequest(f"network {net.id[:12]} is a macvlan network: ports cannot be published (-p); "
+                             "its containers are on the segment, reachable at their own addresses")
         if requests and net.config.internal:
             raise BadRequest(f"network {net.id[:12]} is internal (--internal): ports cannot be published")
         with self._locks.hold(endpoint_id):
             ep = endpoint()
-            bindings = self._claim(net, ep, requests)
+            try:
+                bindings = self._claim(net, ep, requests, ipv6=not epo.ipv4_only)
+            except Conflict:
+                if not self._free_dead_claims(ep.id):
+                    raise
+                # once: a conflict now is a live container's
+                bindings = self._claim(net, ep, requests, ipv6=not epo.ipv4_only)
             faults.reached("ports-claimed")
             stale = [b for b in ep.published if b not in bindings]
             self.repo.update_endpoint(net.id, endpoint_id, lambda e: replace(e, published=bindings))
@@ -97,15 +117,37 @@ class Publisher:
                 released += 1
         return released
 
+    def _free_dead_claims(self, me: str) -> bool:
+        """Release the claims of endpoints that no longer exist at all, after rewriting the rules from the
+        records; True if there were any.
+
+        A removal whose rule rewrite failed (a held xtables lock) keeps its claims, since the old rules may
+        still send the ports to the old container; the GC frees them later.  A Program that runs into
+        such a claim need not wait for the GC: once its own rewrite succeeds, no rule of a vanished
+        endpoint is left.  An endpoint without a record has no request running (Program reads the record
+        under the endpoint's lock, and deletion holds it), and ``busy`` skips one whose removal is under
+        way, so no lock is waited for here (two Programs never wait on each other)."""
+        claims = self.ports.claims()  # before the records, as in collect_orphan_claims
+        alive = {e.id for e in self.repo.endpoints()}
+        dead = [c for c in claims if c.owner != me and c.owner not in alive and not self._locks.busy(c.owner)]
+        if not dead:
+            return False
+        self._sync()
+        for c in dead:
+            self.ports.release(c.owner, c.family, c.proto, c.host_ip, c.port)
+        log.info("released %d host-port claim(s) of removed endpoints", len(dead))
+        return True
+
     def _recorded(self) -> set[Claim]:
         return {Claim(ep.id, b["family"], b["proto"], b["host_ip"], b["host_port"])
                 for ep in self.repo.endpoints() for b in ep.published}
 
-    def _claim(self, net: Network, ep: Endpoint, requests) -> list[dict]:
+    def _claim(self, net: Network, ep: Endpoint, requests, ipv6: bool) -> list[dict]:
         bindings: list[dict] = []
         try:
             for req in requests:
-                pairs = families_for(req, bool(ep.address), bool(ep.address_v6), net.config.host_binding_ipv4)
+                pairs = families_for(req, bool(ep.address), ipv6 and bool(ep.address_v6),
+                                     net.config.host_binding_ipv4)
                 for family, host_ip in pairs:
                     bindings.append(self._claim_one(ep, req, family, host_ip))
         except Exception:

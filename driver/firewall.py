@@ -89,6 +89,7 @@ from pynet.driver import iptables
 from pynet.driver.iptables import TIMEOUT, WAIT, FirewallError, FirewallTimeout  # noqa: F401 (re-exported)
 from pynet.driver.kernel.netlink import KernelError
 from pynet.driver.models import Endpoint, Network
+from pynet.errors import Timeout
 
 log = logging.getLogger("pynet.firewall")
 
@@ -305,7 +306,7 @@ class IptablesFirewall:
             # after the rule that referenced it is gone (the kernel refuses to destroy a set in use)
             try:
                 self._members.sets.destroy(self._members.set_name)
-            except KernelError as exc:  # someone else's rule uses it: leave it, the network still goes
+            except (KernelError, Timeout) as exc:  # in use by someone else's rule, or hung: the network still goes
                 log.warning("%s", exc)
             self._armed = None
             self._members.on_destroyed()

@@ -131,7 +131,8 @@ class OrphanCollector:
         self._missing.pop(key, None)
         if kind == "network":
             log.warning("network %s is not known to dockerd: removing it", network_id[:12])
-            self.service.delete_network(network_id)
+            # this host's copy only: the overlay stays in the cluster, and docker sync makes the copy again
+            self.service.delete_network(network_id, leave_cluster=False)
         else:
             log.warning("endpoint %s of network %s is not known to dockerd: removing it",
                         record_id[:12], network_id[:12])

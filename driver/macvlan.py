@@ -35,6 +35,7 @@ from pynet.driver.kernel.links import KernelError
 from pynet.driver.kernel.macvlan import HostRoute, MacvlanSpec
 from pynet.driver.models import Endpoint, Network, NetworkConfig
 from pynet.errors import BadRequest, Conflict
+from pynet.parsing import parse_name
 
 MODE = "macvlan"
 PARENT = options.PARENT
@@ -65,10 +66,8 @@ def parse_options(network_id: str, generic: dict, opts: dict, multi_host: bool) 
         if not multi_host:
             raise BadRequest(f"option {options.OVERLAY} (a cluster-wide macvlan network) needs a multi-host pynet "
                              "(pynet serve --etcd URLS); this one is single-host")
-        overlay = str(generic[options.OVERLAY])
-        if not options.OVERLAY_NAME.match(overlay):
-            raise BadRequest(f"option {options.OVERLAY}={overlay!r}: 1-63 letters, digits, '_', '.' or '-', "
-                             "starting with a letter or digit")
+        # fullmatch (pynet/parsing.py): a pattern ending in $ with match() also takes a trailing newline
+        overlay = parse_name(generic[options.OVERLAY], f"option {options.OVERLAY}")
     return NetworkConfig(
         mode=MODE, bridge="", mtu=options._int(options.MTU, generic[options.MTU], 68, 65535)
         if options.MTU in generic else 0,  # 0: the parent's

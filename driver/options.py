@@ -33,6 +33,13 @@ KNOWN_GENERIC = {MTU, MASQUERADE, ICC, HOST_BINDING, MODE, OVERLAY, VNI, BRIDGE_
 MAC_OPTION = "com.docker.network.endpoint.macaddress"
 EXPOSED = "com.docker.network.endpoint.exposedports"
 PORTMAP = "com.docker.network.portmap"
+# Docker 28 (moby#49155): the container-side interface name.  The remote driver shim never passes a
+# DstName on to the daemon (it sets the interface's names from SrcName and DstPrefix only), so the name
+# cannot be honoured: refused by name rather than silently ignored.
+IFNAME = "com.docker.network.endpoint.ifname"
+# Docker 29's ProgramExternalConnectivity sets this when another endpoint is the IPv6 gateway (moby#50321):
+# that one publishes on the host's IPv6 addresses, so this endpoint must publish on IPv4 only.
+NO_PROXY_6TO4 = "com.docker.network.driver.private.no_proxy_6to4"
 
 
 def _bool(key: str, value) -> bool:
@@ -120,6 +127,7 @@ class EndpointOptions:
     mac: str = ""  # colon form, "" when the user gave none
     exposed_ports: list = field(default_factory=list)
     port_bindings: list = field(default_factory=list)
+    ipv4_only: bool = False  # NO_PROXY_6TO4 (Program's options only)
 
 
 def decode_mac(value) -> str:
@@ -142,12 +150,16 @@ def parse_endpoint_options(options: dict) -> EndpointOptions:
     unknown = sorted(k for k in options if not k.startswith("com.docker."))
     if unknown:
         raise BadRequest(f"unknown endpoint option {unknown[0]!r} (pynet takes no --driver-opt yet)")
+    if IFNAME in options:
+        raise BadRequest(f"endpoint option {IFNAME}={options[IFNAME]!r}: a remote network driver cannot choose "
+                         "the container's interface name (Docker names it eth<N>); leave it out")
     ports = options.get(PORTMAP) or []
     exposed = options.get(EXPOSED) or []
     if not isinstance(ports, list) or not isinstance(exposed, list):
         raise BadRequest(f"{PORTMAP} and {EXPOSED} must be lists")
     mac = decode_mac(options[MAC_OPTION]) if options.get(MAC_OPTION) else ""
-    return EndpointOptions(mac=mac, exposed_ports=exposed, port_bindings=ports)
+    return EndpointOptions(mac=mac, exposed_ports=exposed, port_bindings=ports,
+                           ipv4_only=_bool(NO_PROXY_6TO4, options.get(NO_PROXY_6TO4, False)))
 
 
 def validate_mac(mac: str, label: str = "MacAddress") -> str:

@@ -218,7 +218,9 @@ class NetworkService:
         if net.bridge_created:
             self.links.delete(net.config.bridge)
 
-    def delete_network(self, network_id: str) -> None:
+    def delete_network(self, network_id: str, leave_cluster: bool = True) -> None:
+        """Remove the network.  ``leave_cluster=False`` (the orphan collector: only this host's dockerd
+        lost it) drops this host's membership only: leaving would remove the overlay from every host."""
         with self._locks.hold(network_id):
             net = self.repo.network(network_id)
             if net is None:
@@ -241,7 +243,10 @@ class NetworkService:
         if _cluster_wide(net) and self.overlays is not None:
             # dockerd only logs DeleteNetwork errors and forgets the network: with etcd down,
             # the control plane finishes this (a member key without a network) later.
-            _best_effort(lambda: self.overlays.leave(net), f"leaving overlay {net.config.overlay!r}")
+            if leave_cluster:
+                _best_effort(lambda: self.overlays.leave(net), f"leaving overlay {net.config.overlay!r}")
+            else:
+                _best_effort(lambda: self.overlays.abandon(net), f"dropping membership of {net.config.overlay!r}")
 
     def sync_firewall(self) -> None:
         with self._fw_lock:
@@ -375,7 +380,25 @@ class NetworkService:
                         connected=self.macvlan.connected(net, ep) if net.config.mode == "macvlan" else ())
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
-        """Nothing to undo in the kernel: dockerd moves the interface back itself."""
+        """Unpublish what ProgramExternalConnectivity made; dockerd moves the interface back itself.
+
+        Docker up to 28 always sends Revoke before Leave, so this finds nothing.  Docker 29's remote
+        shim remembers in memory only which endpoint it programmed (moby#50283, #50321): after a daemon
+        restart with live-restore, no Revoke comes for endpoints joined before it, and without this
+        their NAT rules and host ports would outlive the container.  Unknown IDs are success (dockerd
+        sends Leave at start-up for endpoints it no longer has, moby#47984)."""
+        self.publisher.revoke(network_id, endpoint_id)
+
+    def gateway_skips(self, opts: dict) -> dict:
+        """GwAllocCheck (Docker 28+): may IPAM skip reserving the network's gateway addresses?  Never:
+        a bridge or overlay network puts its gateway on the bridge (the containers' next hop and the
+        address published ports are DNATed through), and a macvlan network's gateway is the segment's
+        router, an address IPAM must not hand to a container.  The options are checked as far as they
+        can be without a network ID; CreateNetwork checks them in full."""
+        generic = opts.get(options.GENERIC) or {}
+        if not isinstance(generic, dict):
+            raise BadRequest(f"{options.GENERIC} must be an object")
+        return {"SkipIPv4": False, "SkipIPv6": False}
 
     def busy(self, record_id: str) -> bool:
         """Is a request working on this network or endpoint right now? (driver/gc.py leaves it alone)"""

@@ -98,6 +98,13 @@ class DiscoveryRequest:
 
 
 @dataclass
+class GwAllocCheckRequest:
+    """``{"Options": {...}}`` (Docker 28+, moby#49372): the CreateNetwork options, before IPAM runs."""
+
+    options: dict = wire("Options", default_factory=dict)
+
+
+@dataclass
 class InterfaceName:
     src_name: str = wire("SrcName")
     dst_prefix: str = wire("DstPrefix")
@@ -115,7 +122,9 @@ class JoinResponse:
     static_routes: list = wire("StaticRoutes", default_factory=list)
 
 
-CAPABILITIES = {"Scope": "local", "ConnectivityScope": "local"}
+# GwAllocChecker (Docker 28+): dockerd asks /NetworkDriver.GwAllocCheck before CreateNetwork whether IPAM
+# may skip reserving a gateway address.  Older daemons ignore the key.
+CAPABILITIES = {"Scope": "local", "ConnectivityScope": "local", "GwAllocChecker": True}
 
 
 def routes(svc: NetworkService) -> list[Route]:
@@ -142,6 +151,7 @@ def routes(svc: NetworkService) -> list[Route]:
     p = "/NetworkDriver."
     return [
         Route(p + "GetCapabilities", None, lambda: CAPABILITIES),
+        Route(p + "GwAllocCheck", GwAllocCheckRequest, lambda r: svc.gateway_skips(r.options)),
         Route(p + "CreateNetwork", CreateNetworkRequest, create_network),
         Route(p + "DeleteNetwork", NetworkRequest, lambda r: svc.delete_network(r.network_id)),
         Route(p + "AllocateNetwork", CreateNetworkRequest, lambda r: {"Options": {}}),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from socket import AF_INET
 
@@ -49,6 +50,7 @@ class IpSets:
         # and the socket stays bound to it.  pynet itself never passes one.
         self._timeout = timeout
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pynet-ipset")
+        self._swap = threading.Lock()  # guards _thread (and _handle) when a hung call's thread is replaced
         self._netns = netns
         self._opener = opener
         self._handle = None
@@ -112,11 +114,22 @@ class IpSets:
 
     # -- the owner thread --------------------------------------------------------------
     def _call(self, what: str, fn):
-        future = self._thread.submit(self._run, what, fn)
+        with self._swap:
+            thread = self._thread
+            future = thread.submit(self._run, what, fn)
         try:
             return future.result(self._timeout)
         except FutureTimeout:
-            raise Timeout(f"could not {what}: the kernel did not answer within {self._timeout:g} s") from None
+            # As netlink.py's owner: a hung call must not wedge every later one (each firewall sync of a
+            # multi-host pynet touches the set).  A new thread opens a new socket; the hung one keeps the
+            # old socket until its call returns, and nothing else uses that socket again.
+            with self._swap:
+                if self._thread is thread:
+                    self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pynet-ipset")
+                    self._handle = None
+            thread.shutdown(wait=False, cancel_futures=True)
+            raise Timeout(f"could not {what}: the kernel did not answer within {self._timeout:g} s; "
+                          "the ip set socket was replaced") from None
 
     def _run(self, what: str, fn):
         try:

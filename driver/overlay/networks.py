@@ -99,11 +99,11 @@ class OverlayNetworks:
         self.links.ensure_vxlan(VxlanSpec(name=names.vxlan_name(net.id), vni=net.config.vni, local=self.vtep,
                                           bridge=net.config.bridge, mtu=net.config.mtu))
         table = VxlanTable(names.vxlan_name(net.id), net.config.overlay, self.control, self.links)
-        with self._lock:
+        with self._lock:  # decide and register under one lock, as ``remove`` decides and unregisters
             first = not self._tables
             self._tables[net.config.overlay] = table.name
-        if self.members is not None and (first or self.members.name not in self.reconciler.tables()):
-            self.reconciler.register(self.members)
+            if self.members is not None and (first or self.members.name not in self.reconciler.tables()):
+                self.reconciler.register(self.members)
         self.reconciler.register(table)
 
     def remove(self, net: Network) -> None:
@@ -113,9 +113,14 @@ class OverlayNetworks:
             if self._tables.get(net.config.overlay) == name:
                 del self._tables[net.config.overlay]
             last = not self._tables
-        self.reconciler.unregister(name)
+        self.reconciler.unregister(name)  # may wait for a pass under way
         if last and self.members is not None:
-            self.reconciler.unregister(self.members.name)  # the firewall destroys the set after its rule
+            with self._lock:
+                # re-checked: an overlay created while this one was unregistering has registered the
+                # members table again, and taking it away would leave that overlay's filter unarmed
+                still_last = not self._tables
+                if still_last:
+                    self.reconciler.unregister(self.members.name)  # the firewall destroys the set after its rule
         self.links.delete(names.vxlan_name(net.id))
 
     def settle(self, net: Network) -> bool:

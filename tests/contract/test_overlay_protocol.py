@@ -184,3 +184,15 @@ def test_join_of_an_internal_overlay_routes_to_the_cluster_resolver(shared):
     assert start_endpoint(routed.client, pool["PoolID"], eid=EB, nid=NB)[0] == 200
     status, body = post(routed.client, "NetworkDriver.Join", {**join, "NetworkID": NB, "EndpointID": EB})
     assert status == 200 and body["Gateway"] == "10.30.0.1" and not body.get("StaticRoutes"), body
+
+
+def test_collecting_a_copy_dockerd_lost_keeps_the_overlay_in_the_cluster(shared, a, b):
+    """The orphan collector (driver/gc.py) removes only this host's copy: dropping the membership, never
+    marking the overlay for removal, which would tear down every other host's copy too."""
+    assert create_network(a.client, nid=NA, subnet="10.10.0.0/24", generic=OVERLAY)[0] == 200
+    assert create_network(b.client, nid=NB, subnet="10.10.0.0/24", generic=OVERLAY)[0] == 200
+    a.network.delete_network(NA, leave_cluster=False)
+    assert names.vxlan_name(NA) not in a.links.links
+    record = a.control.registry.get("demo")
+    assert record is not None and record.state != REMOVING
+    assert shared.get(keys.member("demo", HA)) is None and shared.get(keys.member("demo", HB)) is not None

@@ -39,7 +39,8 @@ def start_endpoint(client, pool_id, eid=EID, nid=NID, address=""):
 
 def test_activate_and_capabilities(client):
     assert post(client, "Plugin.Activate") == (200, {"Implements": ["NetworkDriver", "IpamDriver"]})
-    assert post(client, "NetworkDriver.GetCapabilities") == (200, {"Scope": "local", "ConnectivityScope": "local"})
+    assert post(client, "NetworkDriver.GetCapabilities") == (
+        200, {"Scope": "local", "ConnectivityScope": "local", "GwAllocChecker": True})
     status, caps = post(client, "IpamDriver.GetCapabilities")
     assert status == 200 and caps == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
     status, spaces = post(client, "IpamDriver.GetDefaultAddressSpaces")

@@ -30,7 +30,8 @@ def test_uppercase_ipv6_subnet_works_and_is_canonical(dockerhost, cleanup):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--subnet", "10.37.1.1/24"], "host bits set (the network is 10.37.1.0/24)"),
+    # pynet's words on dockerd 20.10-28; dockerd 29 refuses it itself before asking pynet ("it should be ...")
+    (["--subnet", "10.37.1.1/24"], ("host bits set (the network is 10.37.1.0/24)", "it should be 10.37.1.0/24")),
     (["--subnet", "10.37.0.0/24", "-o", "pynet.bridge_name=docker0"], "one of Docker's own bridges"),
     (["--subnet", "10.37.0.0/24", "-o", "pynet.bridge_name=br-0123456789ab"], "one of Docker's own bridges"),
     (["--subnet", "10.37.0.0/24", "-o", "pynet.bridge_name=br+"], "not a valid interface name"),
@@ -42,6 +43,7 @@ def test_hostile_inputs_are_refused_by_name_and_leave_nothing(dockerhost, cleanu
     h = dockerhost
     with pytest.raises(CommandError) as err:
         create(h, cleanup, "refused", *args)
-    assert message in str(err.value)
+    messages = (message,) if isinstance(message, str) else message
+    assert any(m in str(err.value) for m in messages), str(err.value)
     assert pn_links(h) == []
     assert "refused" not in h.docker("network", "ls", "--format", "{{.Name}}").stdout.split()

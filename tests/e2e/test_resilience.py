@@ -36,7 +36,9 @@ def test_bad_requests_get_clear_errors_and_plugin_stays_up(dockerhost):
         ("NetworkDriver.Join", b'{"NetworkID": "' + b"f" * 64 + b'", "EndpointID": "' + b"e" * 64 + b'"}',
          404, "not found"),
         ("IpamDriver.RequestPool", b'{"AddressSpace": "pynet-local", "Pool": "300.1.2.0/24"}', 400, "300.1.2.0"),
-        ("IpamDriver.RequestAddress", b'{"PoolID": "pynet-local/10.1.0.0/24", "Address": "x"}', 404, "pool"),
+        # a malformed address is bad input whatever the pool (pynet/parsing.py), before the pool is looked up
+        ("IpamDriver.RequestAddress", b'{"PoolID": "pynet-local/10.1.0.0/24", "Address": "x"}', 400, "invalid address 'x'"),
+        ("IpamDriver.RequestAddress", b'{"PoolID": "pynet-local/10.1.0.0/24", "Address": "10.1.0.9"}', 404, "pool"),
         ("NetworkDriver.Nonexistent", b"{}", 404, "Not Found"),
     ]
     for method, body, status, needle in cases:

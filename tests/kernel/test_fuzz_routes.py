@@ -161,6 +161,7 @@ BODIES = {
     "/Pynet.Ports": NO_BODY,
     "/Pynet.Health": NO_BODY,
     "/NetworkDriver.GetCapabilities": NO_BODY,
+    "/NetworkDriver.GwAllocCheck": body({}, Options=network_options),
     "/NetworkDriver.CreateNetwork": body({"NetworkID": nid, "Options": network_options, "IPv4Data": ipam_data_list,
                                           "IPv6Data": ipv6_data_list}),
     "/NetworkDriver.AllocateNetwork": body({"NetworkID": nid}, Options=network_options, IPv4Data=ipam_data_list),

@@ -390,3 +390,20 @@ def test_no_datagram_crashes_the_resolver():
             wire = bytes(wire)
         verdict = r.answer(wire, "10.10.0.2")
         assert verdict is None or verdict is FORWARD or isinstance(verdict, bytes), wire
+
+
+def test_names_arriving_while_the_endpoint_is_withdrawn_do_not_bring_its_advert_back():
+    """name() writes outside the lock; a DeleteEndpoint's withdraw in between must win."""
+    store = MemoryStore()
+    control = EtcdControlPlane(store, H1, "192.0.2.1")
+    control.advertise(LocalEndpoint("demo", E[2], "02:00:00:00:00:02", ("10.10.0.3",)))
+    real_put = control._put_advert
+
+    def put_after_a_withdraw(advert, lease, keep_names=False):
+        control.withdraw("demo", E[2])  # the request thread gets there first
+        return real_put(advert, lease, keep_names)
+
+    control._put_advert = put_after_a_withdraw
+    control.name(E[2], ("api",))
+    assert store.get(keys.advert("demo", H1, E[2])) is None
+    assert E[2] not in control._names

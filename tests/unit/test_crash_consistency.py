@@ -195,6 +195,20 @@ def test_a_failed_rule_rewrite_keeps_the_claims_until_the_rules_are_gone(world):
     world.check_invariants()
 
 
+def test_a_program_after_a_failed_rewrite_frees_the_claims_of_the_removed_endpoint(world):
+    """A held xtables lock failed a removal's rewrite: the port stays claimed, but the next container that
+    asks for it gets it as soon as its own rewrite succeeds, without waiting for the GC."""
+    world.network()
+    world.container(EID, "10.9.0.2/24", PORTMAP)
+    world.firewall.fail = True
+    with pytest.raises(RuntimeError):
+        world.service.delete_endpoint(NID, EID)
+    world.firewall.fail = False
+    world.container(EID2, "10.9.0.3/24", PORTMAP)
+    assert world.claims() == {(EID2, 18080)}
+    world.check_invariants()
+
+
 # -- a crash at each step, then start-up replay ----------------------------------------------------
 
 

@@ -398,3 +398,40 @@ def test_overlay_networks_register_members_with_the_first_overlay_and_drop_it_wi
     assert "members:vteps" in r.tables()
     overlays.remove(nets[1])
     assert "members:vteps" not in r.tables()
+
+
+def test_a_hung_ip_set_call_fails_in_time_and_the_next_call_gets_a_new_socket():
+    """One hung netlink call must not wedge every later one: each firewall sync touches the set."""
+    import threading
+
+    from pynet.driver.kernel.ipset import IpSets
+    from pynet.errors import Timeout
+
+    release = threading.Event()
+    opened = []
+
+    class Handle:
+        def __init__(self, hang):
+            self.hang = hang
+
+        def list(self, *args, **kwargs):
+            if self.hang:
+                release.wait(10)
+            return []
+
+        def close(self):
+            pass
+
+    def opener():
+        opened.append(Handle(hang=not opened))  # the first socket hangs, later ones answer
+        return opened[-1]
+
+    sets = IpSets(timeout=0.3, opener=opener)
+    try:
+        with pytest.raises(Timeout, match="replaced"):
+            sets.members("pynet-vteps")
+        assert sets.members("pynet-vteps") == frozenset()  # a new thread, a new socket, an answer
+        assert len(opened) == 2
+    finally:
+        release.set()
+        sets.close()

@@ -71,8 +71,10 @@ def test_parent_only_applies_to_macvlan():
 def test_cluster_wide_needs_a_multi_host_pynet_and_a_good_name():
     with pytest.raises(BadRequest, match="needs a multi-host pynet"):
         parse(generic(parent="eth0", pynet_overlay="lan"))
-    with pytest.raises(BadRequest, match="option pynet.overlay='-x'"):
+    with pytest.raises(BadRequest, match="invalid option pynet.overlay '-x'"):
         parse(generic(parent="eth0", pynet_overlay="-x"), multi_host=True)
+    with pytest.raises(BadRequest, match="invalid option pynet.overlay"):  # a trailing newline, too
+        parse(generic(parent="eth0", pynet_overlay="lan\n"), multi_host=True)
     assert parse(generic(parent="eth0.5", pynet_overlay="lan"), multi_host=True).overlay == "lan"
 
 
@@ -157,6 +159,18 @@ def world():
 
 def create(svc, net_id, parent="eth0", pool=POOL, **kw):
     svc.create_network(net_id, generic(parent=parent, **kw), list(pool), [])
+
+
+def test_a_port_map_in_program_is_refused_too_and_nothing_is_claimed(world):
+    """Docker 29 may send the port map only with ProgramExternalConnectivity: refused there as well."""
+    svc, links = world
+    create(svc, NET1)
+    svc.create_endpoint(NET1, EP1, {"address": "192.0.2.130/24"}, {})
+    portmap = {"com.docker.network.portmap": [
+        {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 18080, "HostPortEnd": 18080}]}
+    with pytest.raises(BadRequest, match="macvlan network: ports cannot be published"):
+        svc.program_external(NET1, EP1, portmap)
+    assert not svc.endpoint(NET1, EP1).published
 
 
 def test_network_and_endpoint_lifecycle(world):
