@@ -81,6 +81,15 @@ def check_parent(parent: str) -> None:
     vlan = split_vlan(parent)
     if vlan is not None and not 1 <= vlan[1] <= VLAN_MAX:
         raise BadRequest(f"option {PARENT}={parent!r}: VLAN id {vlan[1]} is not in 1..{VLAN_MAX}")
+    if vlan is not None and parent.rsplit(".", 1)[1] != str(vlan[1]):
+        # eth0.05 and eth0.5 would be the same VLAN under two names (the second create: EEXIST)
+        raise BadRequest(f"option {PARENT}={parent!r}: write the VLAN id without leading zeros "
+                         f"({vlan[0]}.{vlan[1]})")
+    lower = vlan[0] if vlan is not None else parent
+    if lower == "lo" or names.owner_of(lower) is not None:
+        # a macvlan on another network's pynet interface would die with that network
+        raise BadRequest(f"option {PARENT}={parent!r}: {lower!r} is the loopback or one of pynet's own "
+                         "interfaces; give the host's physical (or VLAN) interface")
 
 
 def split_vlan(parent: str) -> tuple[str, int] | None:

@@ -78,6 +78,18 @@ def test_cluster_wide_needs_a_multi_host_pynet_and_a_good_name():
     assert parse(generic(parent="eth0.5", pynet_overlay="lan"), multi_host=True).overlay == "lan"
 
 
+@pytest.mark.parametrize("parent, message", [
+    ("eth0.05", "without leading zeros"),
+    ("lo", "loopback or one of pynet's own"),
+    ("pnm2f234f730000", "loopback or one of pynet's own"),
+    ("pnh2f234f730000", "loopback or one of pynet's own"),
+])
+def test_parents_that_cannot_work_are_refused_by_name(parent, message):
+    with pytest.raises(BadRequest, match=message):
+        macvlan.check_parent(parent)
+    macvlan.check_parent("eth0.5")
+
+
 def test_split_vlan():
     assert macvlan.split_vlan("eth0.5") == ("eth0", 5)
     assert macvlan.split_vlan("eth0") is None
