@@ -295,69 +295,43 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
-def overlay_step(results: dict, quick: bool) -> int:
-    """The multi-host section (its own two-host cluster); a failure is recorded, the other sections kept."""
-    print("multi-host overlay ...", flush=True)
-    why = bench_overlay.missing()
-    base = Path(tempfile.mkdtemp(prefix="pn-bench-ov-", dir="/tmp"))
+def section_step(results: dict, key: str, title: str, missing, run) -> int:
+    """One multi-host section (its own two-host cluster, under a temporary directory ``run`` is given);
+    a failure is recorded in the results and the exit code, and the other sections are kept."""
+    print(f"{title} ...", flush=True)
+    why = missing()
+    base = Path(tempfile.mkdtemp(prefix=f"pn-bench-{key}-", dir="/tmp"))
     try:
         if why:
             raise RuntimeError(why)
-        results["overlay"] = bench_overlay.overlay_section(bench_overlay.QUICK if quick else bench_overlay.FULL,
-                                                          base / "cl")
+        results[key] = run(base / "cl")
         return 0
     except Exception as exc:  # noqa: BLE001 - recorded in the results and the exit code
-        results["overlay_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"bench: overlay section failed: {exc}", file=sys.stderr)
+        results[f"{key}_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"bench: {key} section failed: {exc}", file=sys.stderr)
         return 1
     finally:
         try:
             base.rmdir()
         except OSError as exc:
             print(f"bench: {base} left behind: {exc}", file=sys.stderr)
+
+
+def overlay_step(results: dict, quick: bool) -> int:
+    plan = bench_overlay.QUICK if quick else bench_overlay.FULL
+    return section_step(results, "overlay", "multi-host overlay", bench_overlay.missing,
+                        lambda work: bench_overlay.overlay_section(plan, work))
 
 
 def dns_step(results: dict, quick: bool) -> int:
-    """The cluster DNS section (its own two-host cluster); a failure is recorded, the other sections kept."""
-    print("cluster DNS ...", flush=True)
-    why = bench_dns.missing()
-    base = Path(tempfile.mkdtemp(prefix="pn-bench-dns-", dir="/tmp"))
-    try:
-        if why:
-            raise RuntimeError(why)
-        results["dns"] = bench_dns.dns_section(bench_dns.QUICK if quick else bench_dns.FULL, base / "w")
-        return 0
-    except Exception as exc:  # noqa: BLE001 - recorded in the results and the exit code
-        results["dns_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"bench: dns section failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        try:
-            base.rmdir()
-        except OSError as exc:
-            print(f"bench: {base} left behind: {exc}", file=sys.stderr)
+    plan = bench_dns.QUICK if quick else bench_dns.FULL
+    return section_step(results, "dns", "cluster DNS", bench_dns.missing, lambda work: bench_dns.dns_section(plan, work))
 
 
 def macvlan_step(results: dict, quick: bool) -> int:
-    """The multi-host macvlan section (its own two-host cluster); a failure is recorded, the rest kept."""
-    print("multi-host macvlan ...", flush=True)
-    why = bench_overlay.missing()
-    base = Path(tempfile.mkdtemp(prefix="pn-bench-mv-", dir="/tmp"))
-    try:
-        if why:
-            raise RuntimeError(why)
-        results["macvlan"] = bench_macvlan.macvlan_section(bench_macvlan.QUICK if quick else bench_macvlan.FULL,
-                                                          base / "cl")
-        return 0
-    except Exception as exc:  # noqa: BLE001 - recorded in the results and the exit code
-        results["macvlan_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"bench: macvlan section failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        try:
-            base.rmdir()
-        except OSError as exc:
-            print(f"bench: {base} left behind: {exc}", file=sys.stderr)
+    plan = bench_macvlan.QUICK if quick else bench_macvlan.FULL
+    return section_step(results, "macvlan", "multi-host macvlan", bench_overlay.missing,
+                        lambda work: bench_macvlan.macvlan_section(plan, work))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Iterable
 
 from pynet import unixhttp
 from pynet.docker_api import DockerApi, DockerApiError
+from pynet.plugin.ops_client import CliError, call, find_socket  # noqa: F401 (CliError is part of this API)
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -30,8 +31,6 @@ TIMEOUT = 30.0
 HEADERS = ("CONTAINER", "NETWORK", "PROTO", "HOST", "CONTAINER")
 
 
-class CliError(Exception):
-    """A failure to report on stderr with exit status 1."""
 
 
 # ------------------------------------------------------------------------------------------------ pure
@@ -138,31 +137,12 @@ def format_json(rows: list[Row]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ transport
-_UnixConnection = unixhttp.UnixConnection
-_request = unixhttp.request
-_error_text = unixhttp.error_text
-
-
 def fetch_ports(socket_path: str) -> list[dict]:
-    """The plugin's published bindings; CliError when it cannot be asked."""
-    try:
-        status, raw = _request(_UnixConnection(socket_path), "POST", "/Pynet.Ports", {})
-    except OSError as e:
-        raise CliError(f"cannot reach the pynet plugin on {socket_path}: {e.strerror or e} "
-                       "(is `pynet serve` running? --socket / PYNET_SOCKET)") from None
-    except http.client.HTTPException as e:
-        raise CliError(f"bad answer from the pynet plugin on {socket_path}: {e!r}") from None
-    if status == 404:
-        raise CliError(f"the plugin on {socket_path} does not answer /Pynet.Ports (not pynet, or an older pynet)")
-    if status != 200:
-        raise CliError(f"pynet answered /Pynet.Ports with HTTP {status}: {_error_text(raw)}")
-    try:
-        doc = json.loads(raw)
-        ports = doc["Ports"] or []
-        if not isinstance(ports, list):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise CliError(f"unexpected answer from pynet on {socket_path}: {raw[:200]!r}") from None
+    """The plugin's published bindings; CliError when it cannot be asked (the one client of plugin/ops_client.py)."""
+    doc = call(socket_path, "/Pynet.Ports")
+    ports = doc.get("Ports") or []
+    if not isinstance(ports, list):
+        raise CliError(f"unexpected answer from pynet on {socket_path}: Ports is not a list")
     return [p for p in ports if isinstance(p, dict)]
 
 
@@ -196,11 +176,9 @@ def fetch_networks(docker_host: str, network_ids: Iterable[str]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ command
 def main(args) -> int:
-    from pynet.plugin.ops_client import CliError as LookupError_, find_socket
-
     try:  # --socket, PYNET_SOCKET, the legacy socket, else the managed plugin's (plugin/ops_client.py)
         socket_path = find_socket(getattr(args, "socket", None), DEFAULT_SOCKET)
-    except LookupError_ as e:
+    except CliError as e:
         print(f"pynet ports: {e}", file=sys.stderr)
         return 1
     docker_host = getattr(args, "docker_host", None) or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
